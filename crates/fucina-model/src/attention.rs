@@ -1,0 +1,70 @@
+//! Causal self-attention with grouped-query heads (Llama, Mistral).
+
+use crate::{config::LlamaConfig, rope::Rope};
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+pub(crate) fn linear<B: Backend>(d_in: usize, d_out: usize, std: f64, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(d_in, d_out)
+        .with_bias(false)
+        .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std })
+        .init(device)
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn new(config: &LlamaConfig, device: &B::Device) -> Self {
+        let (h, hd, std) = (config.hidden_size, config.head_dim(), config.initializer_range);
+        let (nh, nkv) = (config.num_attention_heads, config.kv_heads());
+        Self {
+            q_proj: linear(h, nh * hd, std, device),
+            k_proj: linear(h, nkv * hd, std, device),
+            v_proj: linear(h, nkv * hd, std, device),
+            o_proj: linear(nh * hd, h, std, device),
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+        }
+    }
+
+    /// `x`: [batch, seq, hidden] at positions `start..start+seq`.
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
+        let [batch, seq, _] = x.dims();
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
+        let q = rope.apply(heads(self.q_proj.forward(x.clone()), self.n_heads), start);
+        let k = rope.apply(heads(self.k_proj.forward(x.clone()), self.n_kv_heads), start);
+        let v = heads(self.v_proj.forward(x), self.n_kv_heads);
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
+        let options = AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
+        let out = attention(q, k, v, None, None, options);
+        let out = out.swap_dims(1, 2).reshape([batch, seq, self.n_heads * self.head_dim]);
+        self.o_proj.forward(out)
+    }
+
+    /// Shares each key/value head among `n_heads / n_kv_heads` query heads.
+    fn repeat_kv(&self, t: Tensor<B, 4>) -> Tensor<B, 4> {
+        let groups = self.n_heads / self.n_kv_heads;
+        if groups == 1 {
+            return t;
+        }
+        let [batch, kv, seq, hd] = t.dims();
+        t.unsqueeze_dim::<5>(2)
+            .expand([batch, kv, groups, seq, hd])
+            .reshape([batch, kv * groups, seq, hd])
+    }
+}

@@ -1,0 +1,132 @@
+//! Model hyper-parameters under Hugging Face `LlamaConfig` names, so a `config.json` maps one-to-one.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Grouped-query attention; equal to `num_attention_heads` when absent (plain multi-head).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Explicit per-head width (Mistral, Llama 3.2 style); `hidden_size / num_attention_heads` when absent.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Standard deviation of the normal initialisation (HF `initializer_range`).
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+}
+
+fn default_rms_norm_eps() -> f64 {
+    1e-5
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_initializer_range() -> f64 {
+    0.02
+}
+
+impl LlamaConfig {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Reads a model config from TOML (fucina's `configs/models/`) or JSON (a HF `config.json`).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read model config {}", path.display()))?;
+        let config: Self = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text)
+                .with_context(|| format!("invalid model config {}", path.display()))?
+        } else {
+            toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("invalid model config {}: {e}", path.display()))?
+        };
+        config
+            .validate()
+            .with_context(|| format!("invalid model config {}", path.display()))?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.kv_heads()),
+            ("head_dim", self.head_dim()),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                bail!("{name} must be positive");
+            }
+        }
+        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+            bail!(
+                "hidden_size {} is not divisible by num_attention_heads {} (set head_dim explicitly)",
+                self.hidden_size,
+                self.num_attention_heads
+            );
+        }
+        if self.num_attention_heads % self.kv_heads() != 0 {
+            bail!(
+                "num_attention_heads {} must be a multiple of num_key_value_heads {}",
+                self.num_attention_heads,
+                self.kv_heads()
+            );
+        }
+        if self.head_dim() % 2 != 0 {
+            bail!("head_dim {} must be even for rotary embeddings", self.head_dim());
+        }
+        if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) {
+            bail!("rms_norm_eps and rope_theta must be positive");
+        }
+        Ok(())
+    }
+
+    fn per_layer_parameters(&self) -> usize {
+        let h = self.hidden_size;
+        let q = self.num_attention_heads * self.head_dim();
+        let kv = self.kv_heads() * self.head_dim();
+        let attention = h * q + 2 * h * kv + q * h;
+        attention + 3 * h * self.intermediate_size + 2 * h
+    }
+
+    /// Closed-form parameter count, independent of the module tree (tests compare the two).
+    pub fn num_parameters(&self) -> usize {
+        let (h, v) = (self.hidden_size, self.vocab_size);
+        let head = if self.tie_word_embeddings { 0 } else { v * h };
+        v * h + self.num_hidden_layers * self.per_layer_parameters() + h + head
+    }
+
+    /// Training FLOPs per token: 6 × the parameters a token is multiplied with (the embedding
+    /// lookup is free, the LM head is not, tied or not) + attention scores (PaLM, appendix B).
+    pub fn train_flops_per_token(&self, seq_len: usize) -> f64 {
+        let matmul_params = self.num_hidden_layers * self.per_layer_parameters()
+            + self.vocab_size * self.hidden_size;
+        let attention = 12 * self.num_hidden_layers * seq_len * self.num_attention_heads * self.head_dim();
+        6.0 * matmul_params as f64 + attention as f64
+    }
+}

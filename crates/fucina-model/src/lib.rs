@@ -1,0 +1,11 @@
+//! fucina-model: a Llama-family decoder on burn, with Hugging Face config names.
+
+pub mod attention;
+pub mod config;
+pub mod mlp;
+pub mod model;
+pub mod presets;
+pub mod rope;
+
+pub use config::LlamaConfig;
+pub use model::{cross_entropy, Llama};

@@ -1,0 +1,106 @@
+//! The Llama-family decoder. Field names follow Hugging Face's module tree so that checkpoint
+//! names map one-to-one (`layers.3.self_attn.q_proj`, `embed_tokens`, `lm_head`, ...).
+
+use crate::{attention::Attention, attention::linear, config::LlamaConfig, mlp::Mlp, rope::Rope};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    fn new(config: &LlamaConfig, device: &B::Device) -> Self {
+        let norm = || {
+            RmsNormConfig::new(config.hidden_size)
+                .with_epsilon(config.rms_norm_eps)
+                .init(device)
+        };
+        Self {
+            input_layernorm: norm(),
+            self_attn: Attention::new(config, device),
+            post_attention_layernorm: norm(),
+            mlp: Mlp::new(config, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
+        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, start);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<Block<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    rope: Rope<B>,
+}
+
+impl<B: Backend> Llama<B> {
+    /// A freshly initialised model; weights come from the backend's RNG (seed it first).
+    pub fn new(config: &LlamaConfig, device: &B::Device) -> Self {
+        let std = config.initializer_range;
+        Self {
+            embed_tokens: EmbeddingConfig::new(config.vocab_size, config.hidden_size)
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .init(device),
+            layers: (0..config.num_hidden_layers)
+                .map(|_| Block::new(config, device))
+                .collect(),
+            norm: RmsNormConfig::new(config.hidden_size)
+                .with_epsilon(config.rms_norm_eps)
+                .init(device),
+            lm_head: (!config.tie_word_embeddings)
+                .then(|| linear(config.hidden_size, config.vocab_size, std, device)),
+            rope: Rope::new(
+                config.max_position_embeddings,
+                config.head_dim(),
+                config.rope_theta,
+                device,
+            ),
+        }
+    }
+
+    /// The longest context the rotary table covers (`max_position_embeddings`).
+    pub fn max_positions(&self) -> usize {
+        self.rope.max_positions()
+    }
+
+    /// Logits [batch, seq, vocab] for tokens [batch, seq] at positions `0..seq`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let mut x = self.embed_tokens.forward(tokens);
+        for layer in &self.layers {
+            x = layer.forward(x, &self.rope, 0);
+        }
+        let x = self.norm.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => {
+                let weight = self.embed_tokens.weight.val().transpose().unsqueeze::<3>();
+                x.matmul(weight)
+            }
+        }
+    }
+
+    /// Mean next-token cross-entropy; `targets` has the shape of `tokens`.
+    pub fn loss(&self, tokens: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        cross_entropy(self.forward(tokens), targets)
+    }
+}
+
+/// Mean of -log softmax(logits)[target] over every position.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [batch, seq, vocab] = logits.dims();
+    let log_probs = log_softmax(logits.reshape([batch * seq, vocab]), 1);
+    let picked = log_probs.gather(1, targets.reshape([batch * seq, 1]));
+    picked.mean().neg()
+}

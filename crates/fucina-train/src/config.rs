@@ -1,0 +1,303 @@
+//! Run configuration: a TOML file, `--set key=value` overrides, and errors that name the file,
+//! the key and what was expected.
+
+use crate::backend::BackendKind;
+use anyhow::{anyhow, bail, Context, Result};
+use fucina_model::{presets, LlamaConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `cpu` (Flex, or NdArray when only that is compiled in), `flex`, `ndarray`, `wgpu`, `cuda`, `rocm`.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Seeds weight initialisation and the data order.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Peak FLOP/s of one device in TFLOP/s, for the MFU estimate. On CPU backends the default
+    /// is a rough 0.1 TFLOP/s per core (AVX2: 2 FMA units × 8 lanes × 2 × ~3 GHz).
+    #[serde(default)]
+    pub peak_tflops: Option<f64>,
+    /// Where metrics, checkpoints and plots go.
+    pub out_dir: PathBuf,
+    /// `preset = "small"` (or a path to a model TOML / HF config.json) plus any field to override.
+    pub model: toml::Table,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+fn default_seed() -> u64 {
+    1337
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `builtin` (the bundled corpus and tokenizer) or a `fucina prepare` output directory.
+    pub dir: String,
+    /// `builtin` or a tokenizer.json; with a prepared directory, the tokenizer it was made with.
+    #[serde(default = "builtin")]
+    pub tokenizer: String,
+    /// Explicit shard lists (e.g. llm.c `.bin` files); they take precedence over `dir`.
+    #[serde(default)]
+    pub train_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub val_files: Vec<PathBuf>,
+    /// Tokens per training sequence.
+    pub seq_len: usize,
+}
+
+fn builtin() -> String {
+    "builtin".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Tokens per optimizer step over all ranks and micro-batches; independent of the world size.
+    pub global_batch_tokens: usize,
+    /// Sequences per forward/backward pass on one rank.
+    pub micro_batch_size: usize,
+    /// Peak learning rate, reached after `warmup_steps`.
+    pub lr: f64,
+    /// Learning rate at the end of the cosine decay.
+    #[serde(default)]
+    pub min_lr: f64,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Decoupled weight decay on matrices (embeddings included); never on norm weights.
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Maximum global gradient norm; 0 disables clipping.
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f64,
+}
+
+fn default_weight_decay() -> f64 {
+    0.1
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.95
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_grad_clip() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Validation loss every N steps (and after the last); 0 disables it.
+    pub every: u64,
+    /// Validation batches of `micro_batch_size` sequences, taken in order from the start.
+    pub batches: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { every: 50, batches: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Checkpoint every N steps (and after the last); 0 keeps only the final one.
+    pub every: u64,
+    /// How many checkpoints to keep, newest first; 0 keeps all.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { every: 100, keep: 3 }
+    }
+}
+
+impl RunConfig {
+    /// Reads `path`, applies `overrides` (`train.lr=3e-4`), validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read run config {}", path.display()))?;
+        Self::from_toml_str(&text, overrides).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table = text.parse().map_err(|e| anyhow!("{e}"))?;
+        for item in overrides {
+            apply_override(&mut table, item)?;
+        }
+        let config: Self = deserialize(table, "")?;
+        config.model_config()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The model shape: the preset (if any), then every other `[model]` key on top of it.
+    pub fn model_config(&self) -> Result<LlamaConfig> {
+        let mut table = self.model.clone();
+        if let Some(preset) = table.remove("preset") {
+            let name = preset
+                .as_str()
+                .ok_or_else(|| anyhow!("model.preset must be a string"))?;
+            let mut base = load_preset_table(name)?;
+            base.extend(table);
+            table = base;
+        }
+        let config: LlamaConfig = deserialize(table, "model.")?;
+        config.validate().context("in [model]")?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        let positive = [
+            ("data.seq_len", self.data.seq_len as f64),
+            ("train.steps", t.steps as f64),
+            ("train.global_batch_tokens", t.global_batch_tokens as f64),
+            ("train.micro_batch_size", t.micro_batch_size as f64),
+            ("train.lr", t.lr),
+        ];
+        for (key, value) in positive {
+            if !(value > 0.0) {
+                bail!("{key} must be positive (got {value})");
+            }
+        }
+        if t.global_batch_tokens % self.data.seq_len != 0 {
+            bail!(
+                "train.global_batch_tokens ({}) must be a multiple of data.seq_len ({})",
+                t.global_batch_tokens,
+                self.data.seq_len
+            );
+        }
+        let model = self.model_config()?;
+        if self.data.seq_len > model.max_position_embeddings {
+            bail!(
+                "data.seq_len ({}) exceeds the model's max_position_embeddings ({})",
+                self.data.seq_len,
+                model.max_position_embeddings
+            );
+        }
+        if !(0.0..=t.lr).contains(&t.min_lr) {
+            bail!("train.min_lr ({}) must lie between 0 and train.lr ({})", t.min_lr, t.lr);
+        }
+        for (key, beta) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                bail!("{key} must lie in [0, 1) (got {beta})");
+            }
+        }
+        for (key, value) in [
+            ("train.eps", t.eps),
+            ("train.weight_decay", t.weight_decay),
+            ("train.grad_clip", t.grad_clip),
+        ] {
+            if !(value >= 0.0) || !value.is_finite() {
+                bail!("{key} must be a finite number ≥ 0 (got {value})");
+            }
+        }
+        if self.eval.every > 0 && self.eval.batches == 0 {
+            bail!("eval.batches must be positive when eval.every is set");
+        }
+        Ok(())
+    }
+
+    /// Peak FLOP/s per device for MFU, when known.
+    pub fn peak_flops(&self) -> Option<f64> {
+        let cpu = matches!(self.backend, BackendKind::Cpu | BackendKind::Flex | BackendKind::Ndarray);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        self.peak_tflops
+            .or(cpu.then_some(0.1 * cores))
+            .map(|t| t * 1e12)
+    }
+
+    /// Sequences per optimizer step over all ranks.
+    pub fn global_batch_seqs(&self) -> usize {
+        self.train.global_batch_tokens / self.data.seq_len
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a run config always serialises")
+    }
+}
+
+/// Deserialises with the dotted path of the offending key in the error.
+fn deserialize<T: serde::de::DeserializeOwned>(table: toml::Table, prefix: &str) -> Result<T> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().trim().to_string();
+        if path == "." {
+            anyhow!("{message}")
+        } else {
+            anyhow!("key {prefix}{path}: {message}")
+        }
+    })
+}
+
+fn load_preset_table(name: &str) -> Result<toml::Table> {
+    let path = Path::new(name);
+    let text = match presets::preset(name) {
+        Some(text) => text.to_string(),
+        None if path.is_file() => {
+            if path.extension().is_some_and(|e| e == "json") {
+                let config = LlamaConfig::from_file(path)?;
+                return Ok(toml::Value::try_from(config)?
+                    .as_table()
+                    .cloned()
+                    .unwrap_or_default());
+            }
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read model config {}", path.display()))?
+        }
+        None => bail!(
+            "model.preset {name:?} is neither a built-in preset ({}) nor a model config file",
+            presets::preset_names().join(", ")
+        ),
+    };
+    text.parse()
+        .map_err(|e| anyhow!("model preset {name}: {e}"))
+}
+
+/// `a.b.c=value`: the value is read as TOML (numbers, booleans, arrays), else as a string.
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--set {item:?}: expected key=value"))?;
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut parts: Vec<&str> = key.trim().split('.').collect();
+    let last = parts.pop().filter(|s| !s.is_empty());
+    let last = last.ok_or_else(|| anyhow!("--set {item:?}: empty key"))?;
+    let mut current = table;
+    for part in parts {
+        current = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("--set {item:?}: {part} is not a table"))?;
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Resolves a run's `[data]` section to a tokenizer and token datasets.
+
+use crate::config::RunConfig;
+use anyhow::{bail, Context, Result};
+use fucina_data::{corpus, prepare, PrepareOptions, TextTokenizer, TokenDataset};
+use fucina_dist::Communicator;
+use std::path::{Path, PathBuf};
+
+pub const BUILTIN: &str = "builtin";
+
+pub struct RunData {
+    pub tokenizer: TextTokenizer,
+    pub train: TokenDataset,
+    pub val: Option<TokenDataset>,
+}
+
+pub fn builtin_tokenizer() -> Result<TextTokenizer> {
+    let json = corpus::builtin_tokenizer_json()
+        .context("this build has no built-in tokenizer (crates/fucina-data/corpus/tokenizer.json)")?;
+    TextTokenizer::from_json_str(json)
+}
+
+pub fn load_tokenizer(spec: &str) -> Result<TextTokenizer> {
+    if spec == BUILTIN {
+        builtin_tokenizer()
+    } else {
+        TextTokenizer::from_file(spec)
+    }
+}
+
+/// Tokenises the built-in corpus once per output directory; rank 0 writes, the others wait.
+fn builtin_dataset_dir(out_dir: &Path, comm: &dyn Communicator) -> Result<PathBuf> {
+    let dir = out_dir.join("data").join(BUILTIN);
+    if comm.is_root() && !dir.join("meta.json").is_file() {
+        let text_dir = out_dir.join("data").join("builtin-text");
+        let files = corpus::write_builtin_corpus(&text_dir)?;
+        let tokenizer = builtin_tokenizer()?;
+        let opts = PrepareOptions { val_fraction: 0.05, progress: false, ..Default::default() };
+        prepare(&tokenizer, &files, &dir, &opts).context("cannot prepare the built-in corpus")?;
+        std::fs::remove_dir_all(&text_dir).ok();
+    }
+    comm.barrier()?;
+    Ok(dir)
+}
+
+pub fn load(config: &RunConfig, comm: &dyn Communicator) -> Result<RunData> {
+    let data = &config.data;
+    let tokenizer = load_tokenizer(&data.tokenizer)?;
+    let dir = match data.dir.as_str() {
+        BUILTIN => Some(builtin_dataset_dir(&config.out_dir, comm)?),
+        "" => None,
+        other => Some(PathBuf::from(other)),
+    };
+    let train = if !data.train_files.is_empty() {
+        TokenDataset::open(&data.train_files)?
+    } else if let Some(dir) = &dir {
+        TokenDataset::open_glob_dir(dir, "train")
+            .with_context(|| format!("data.dir {} holds no training shards", dir.display()))?
+    } else {
+        bail!("set data.dir (a `fucina prepare` output, or \"builtin\") or data.train_files");
+    };
+    let val = if !data.val_files.is_empty() {
+        Some(TokenDataset::open(&data.val_files)?)
+    } else {
+        dir.as_ref().and_then(|d| TokenDataset::open_glob_dir(d, "val").ok())
+    };
+    let model = config.model_config()?;
+    let vocab = model.vocab_size as u32;
+    let shard_vocab = train.vocab_size().unwrap_or(0).max(val.as_ref().and_then(|v| v.vocab_size()).unwrap_or(0));
+    if shard_vocab > vocab || tokenizer.vocab_size() > vocab {
+        bail!(
+            "the model's vocab_size ({vocab}) is smaller than the data's ({}); set model.vocab_size to at least that",
+            shard_vocab.max(tokenizer.vocab_size())
+        );
+    }
+    Ok(RunData { tokenizer, train, val })
+}

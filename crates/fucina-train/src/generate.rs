@@ -1,0 +1,119 @@
+//! Sampling text from a model: temperature and top-k, seeded so a sample can be reproduced.
+
+use anyhow::{bail, Result};
+use burn::prelude::*;
+use fucina_data::TextTokenizer;
+use fucina_model::Llama;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Continues `prompt` by up to `max_new` tokens, stopping at end-of-text. An empty prompt starts
+/// at a document boundary. `temperature` 0 is greedy decoding.
+#[allow(clippy::too_many_arguments)]
+pub fn sample<B: Backend>(
+    model: &Llama<B>,
+    tokenizer: &TextTokenizer,
+    prompt: &str,
+    max_new: usize,
+    temperature: f64,
+    top_k: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<String> {
+    if !(temperature >= 0.0) {
+        bail!("temperature must be ≥ 0 (got {temperature})");
+    }
+    let eos = tokenizer.eos_id();
+    let mut tokens = tokenizer.encode(prompt)?;
+    let prompt_len = tokens.len();
+    if tokens.is_empty() {
+        match eos.or(tokenizer.bos_id()) {
+            Some(start) => tokens.push(start),
+            None => bail!("an empty prompt needs a tokenizer with an end-of-text or begin-of-text token"),
+        }
+    }
+    let skip = tokens.len() - prompt_len;
+    let max_context = model.max_positions();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for _ in 0..max_new {
+        let context = &tokens[tokens.len().saturating_sub(max_context)..];
+        let input = crate::trainer::tokens_to_tensor::<B>(context, 1, device);
+        let logits = model.forward(input);
+        let [_, seq, vocab] = logits.dims();
+        let last = logits.slice([0..1, seq - 1..seq, 0..vocab]);
+        let logits: Vec<f32> = last.into_data().convert::<f32>().into_vec().unwrap_or_default();
+        let next = pick(&logits, temperature, top_k, &mut rng);
+        if Some(next) == eos {
+            break;
+        }
+        tokens.push(next);
+    }
+    tokenizer.decode(&tokens[skip..])
+}
+
+fn pick(logits: &[f32], temperature: f64, top_k: usize, rng: &mut StdRng) -> u32 {
+    let argmax = || {
+        (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .unwrap_or(0) as u32
+    };
+    if temperature == 0.0 {
+        return argmax();
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if top_k > 0 {
+        order.truncate(top_k);
+    }
+    let top = logits[order[0]] as f64;
+    let weights: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] as f64 - top) / temperature).exp())
+        .collect();
+    let mut draw = rng.random::<f64>() * weights.iter().sum::<f64>();
+    for (&i, w) in order.iter().zip(&weights) {
+        draw -= w;
+        if draw <= 0.0 {
+            return i as u32;
+        }
+    }
+    argmax()
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub prompt: String,
+    pub max_tokens: usize,
+    pub temperature: f64,
+    pub top_k: usize,
+    pub seed: u64,
+}
+
+/// Loads a checkpoint written by `fucina train` (its config names the model and tokenizer) and
+/// samples from it on the backend the run used.
+pub fn from_checkpoint(dir: &std::path::Path, options: GenerateOptions) -> Result<String> {
+    use crate::checkpoint::{self, CONFIG_FILE};
+    let dir = checkpoint::resolve(dir, "auto").or_else(|_| checkpoint::resolve(dir, &dir.to_string_lossy()))?;
+    let config = crate::RunConfig::load(&dir.join(CONFIG_FILE), &[])?;
+    let tokenizer = crate::data::load_tokenizer(&config.data.tokenizer)?;
+    let task = SampleTask { dir, config, tokenizer, options };
+    crate::dispatch(task.config.backend, 0, task)?
+}
+
+struct SampleTask {
+    dir: std::path::PathBuf,
+    config: crate::RunConfig,
+    tokenizer: TextTokenizer,
+    options: GenerateOptions,
+}
+
+impl crate::BackendTask for SampleTask {
+    type Output = Result<String>;
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Result<String> {
+        type Inner<B> = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+        let model = Llama::<Inner<B>>::new(&self.config.model_config()?, &device);
+        let model = crate::checkpoint::load_model::<Inner<B>, _>(&self.dir, model, &device)?;
+        let o = &self.options;
+        sample(&model, &self.tokenizer, &o.prompt, o.max_tokens, o.temperature, o.top_k, o.seed, &device)
+    }
+}

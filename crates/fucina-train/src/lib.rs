@@ -1,0 +1,17 @@
+//! fucina-train: the training loop, optimizer, checkpoints, metrics and plots.
+
+pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod generate;
+pub mod grads;
+pub mod metrics;
+pub mod optim;
+pub mod plot;
+pub mod trainer;
+
+pub use backend::{dispatch, BackendKind, BackendTask};
+pub use config::RunConfig;
+pub use trainer::{train, TrainOptions, TrainSummary};

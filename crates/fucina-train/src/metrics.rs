@@ -1,0 +1,115 @@
+//! Step metrics: one JSON line per event in `metrics.jsonl`, and what the user sees — a progress
+//! bar on a terminal, plain lines in a batch log.
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Event {
+    Train(StepMetrics),
+    Val { step: u64, val_loss: f64, elapsed: f64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// The optimizer step just taken, counting from 1.
+    pub step: u64,
+    /// Mean training loss over the step's global batch.
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient norm, before clipping.
+    pub grad_norm: f64,
+    pub tokens_per_sec: f64,
+    /// Model FLOP utilisation against `peak_tflops`; null when the peak is unknown.
+    pub mfu: Option<f64>,
+    /// Seconds since the run (or the resumed run) started.
+    pub elapsed: f64,
+    pub step_seconds: f64,
+    /// Seconds of the step spent in the gradient collective.
+    pub comm_seconds: f64,
+}
+
+pub struct Reporter {
+    file: Option<File>,
+    bar: Option<ProgressBar>,
+}
+
+impl Reporter {
+    /// Only rank 0 reports; other ranks get a silent reporter. Appends when resuming.
+    pub fn new(out_dir: &Path, active: bool, start: u64, total: u64) -> Result<Self> {
+        if !active {
+            return Ok(Self { file: None, bar: None });
+        }
+        let path = out_dir.join(METRICS_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total).with_position(start);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
+                    .expect("static template"),
+            );
+            bar
+        });
+        Ok(Self { file: Some(file), bar })
+    }
+
+    pub fn record(&mut self, event: &Event) -> Result<()> {
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        writeln!(file, "{}", serde_json::to_string(event)?).context("cannot write metrics")?;
+        let line = match event {
+            Event::Train(m) => format!(
+                "step {} loss {:.4} lr {:.2e} grad_norm {:.3} {:.0} tok/s{}",
+                m.step,
+                m.loss,
+                m.lr,
+                m.grad_norm,
+                m.tokens_per_sec,
+                m.mfu.map(|v| format!(" mfu {:.1}%", v * 100.0)).unwrap_or_default()
+            ),
+            Event::Val { step, val_loss, .. } => format!("step {step} val_loss {val_loss:.4}"),
+        };
+        match (&self.bar, event) {
+            (Some(bar), Event::Train(m)) => {
+                bar.set_position(m.step);
+                bar.set_message(line);
+            }
+            (Some(bar), Event::Val { .. }) => bar.println(line),
+            (None, _) => eprintln!("{line}"),
+        }
+        Ok(())
+    }
+
+    /// A message that must not be torn by the progress bar.
+    pub fn say(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(message),
+            None if self.file.is_some() => eprintln!("{message}"),
+            None => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+/// Reads every event of a run's metrics file; a torn last line (a killed run) is skipped.
+pub fn read_events(path: &Path) -> Result<Vec<Event>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}

@@ -1,0 +1,84 @@
+//! AdamW with PyTorch's conventions stated explicitly, and the learning-rate schedule.
+
+use crate::config::TrainConfig;
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+/// AdamW as in `torch.optim.AdamW`: decoupled decay `w -= lr·wd·w`, bias-corrected moments,
+/// `eps` added outside the square root. Decay applies to matrices only: a rank-1 parameter is
+/// a norm weight (or a bias), which GPT practice leaves undecayed.
+#[derive(Clone, Debug)]
+pub struct AdamW {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+}
+
+impl AdamW {
+    pub fn new(config: &TrainConfig) -> Self {
+        Self {
+            beta1: config.beta1 as f32,
+            beta2: config.beta2 as f32,
+            eps: config.eps as f32,
+            weight_decay: config.weight_decay as f32,
+        }
+    }
+
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(self) -> OptimizerAdaptor<Self, M, B> {
+        OptimizerAdaptor::from(self)
+    }
+}
+
+impl<B: Backend> SimpleOptimizer<B> for AdamW {
+    type State<const D: usize> = AdamWState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        let (b1, b2) = (self.beta1, self.beta2);
+        let momentum = match state {
+            Some(AdamWState { momentum: m }) => AdaptiveMomentumState::new(
+                m.time + 1,
+                m.moment_1.mul_scalar(b1).add(grad.clone().mul_scalar(1.0 - b1)),
+                m.moment_2.mul_scalar(b2).add(grad.square().mul_scalar(1.0 - b2)),
+            ),
+            None => AdaptiveMomentumState::new(
+                1,
+                grad.clone().mul_scalar(1.0 - b1),
+                grad.square().mul_scalar(1.0 - b2),
+            ),
+        };
+        let t = momentum.time as i32;
+        let m_hat = momentum.moment_1.clone().div_scalar(1.0 - b1.powi(t));
+        let v_hat = momentum.moment_2.clone().div_scalar(1.0 - b2.powi(t));
+        let update = m_hat.div(v_hat.sqrt().add_scalar(self.eps));
+        let decay = if D >= 2 { lr * self.weight_decay as f64 } else { 0.0 };
+        let decayed = if decay == 0.0 { tensor } else { tensor.mul_scalar(1.0 - decay) };
+        (decayed - update.mul_scalar(lr), Some(AdamWState::new(momentum)))
+    }
+
+    fn to_device<const D: usize>(mut state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        state.momentum = state.momentum.to_device(device);
+        state
+    }
+}
+
+/// Linear warm-up from 0 to `lr` over `warmup_steps`, then cosine decay to `min_lr` at the last
+/// step. A pure function of the step, so resuming needs no scheduler state.
+pub fn learning_rate(config: &TrainConfig, step: u64) -> f64 {
+    let (lr, min_lr) = (config.lr, config.min_lr);
+    if step < config.warmup_steps {
+        return lr * (step + 1) as f64 / config.warmup_steps as f64;
+    }
+    let decay_steps = config.steps.saturating_sub(config.warmup_steps).max(1);
+    let progress = ((step - config.warmup_steps) as f64 / decay_steps as f64).min(1.0);
+    min_lr + 0.5 * (lr - min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+}

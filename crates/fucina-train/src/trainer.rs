@@ -1,0 +1,255 @@
+//! The training loop: one optimizer step per global batch, gradients averaged over ranks once per
+//! step, validation and checkpoints on schedule, and everything needed to resume exactly.
+
+use crate::backend::{dispatch, BackendTask};
+use crate::checkpoint::{self, TrainState};
+use crate::config::RunConfig;
+use crate::data::{self, RunData};
+use crate::grads::sync_and_clip;
+use crate::metrics::{Event, Reporter, StepMetrics};
+use crate::optim::{learning_rate, AdamW};
+use crate::{generate, plot};
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fucina_data::{sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState, TokenDataset};
+use fucina_dist::Communicator;
+use fucina_model::{Llama, LlamaConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// `auto` (newest complete checkpoint of the run) or a checkpoint directory.
+    pub resume: Option<String>,
+    /// Tokens to sample from the trained model at the end (0: none).
+    pub sample_tokens: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub first_loss: Option<f64>,
+    pub final_loss: f64,
+    pub val_loss: Option<f64>,
+    pub checkpoint: PathBuf,
+    /// Mean training throughput over the steps run by this process.
+    pub tokens_per_sec: f64,
+    pub losses: Vec<f64>,
+    pub sample: Option<String>,
+}
+
+pub fn train(config: RunConfig, comm: &dyn Communicator, options: TrainOptions) -> Result<TrainSummary> {
+    let device_index = comm.local_rank();
+    dispatch(config.backend, device_index, TrainTask { config, comm, options })?
+}
+
+struct TrainTask<'a> {
+    config: RunConfig,
+    comm: &'a dyn Communicator,
+    options: TrainOptions,
+}
+
+impl BackendTask for TrainTask<'_> {
+    type Output = Result<TrainSummary>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainSummary> {
+        run::<B>(&self.config, self.comm, &self.options, &device)
+    }
+}
+
+pub fn tokens_to_tensor<B: Backend>(tokens: &[u32], rows: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+    let values: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+    let cols = values.len() / rows.max(1);
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+fn batch_loss<B: Backend>(model: &Llama<B>, batch: &Batch, rows: usize, device: &B::Device) -> Tensor<B, 1> {
+    let inputs = tokens_to_tensor::<B>(&batch.inputs, rows, device);
+    let targets = tokens_to_tensor::<B>(&batch.targets, rows, device);
+    model.loss(inputs, targets)
+}
+
+/// Rank 0 initialises the weights and every rank loads its record, so that weights and the
+/// parameter ids keying the optimizer state agree everywhere.
+fn initial_model<B: AutodiffBackend>(
+    config: &LlamaConfig,
+    seed: u64,
+    comm: &dyn Communicator,
+    device: &B::Device,
+) -> Result<Llama<B>> {
+    let mut bytes = Vec::new();
+    if comm.is_root() {
+        B::seed(device, seed);
+        bytes = checkpoint::record_to_bytes::<B, _>(Llama::<B>::new(config, device).into_record())?;
+    }
+    comm.broadcast_bytes(0, &mut bytes)?;
+    let record = checkpoint::record_from_bytes::<B, _>(bytes, device)?;
+    Ok(Llama::new(config, device).load_record(record))
+}
+
+/// Mean loss over the first `batches` validation batches, taken in order.
+pub fn evaluate<B: Backend>(
+    model: &Llama<B>,
+    val: &TokenDataset,
+    seq_len: usize,
+    batch_size: usize,
+    batches: usize,
+    device: &B::Device,
+) -> Option<f64> {
+    let available = sequential_batch_count(val, seq_len, batch_size);
+    let n = batches.min(available);
+    if n == 0 {
+        return None;
+    }
+    let total: f64 = (0..n)
+        .map(|i| {
+            let batch = sequential_batch(val, seq_len, batch_size, i);
+            batch_loss(model, &batch, batch_size, device).into_scalar().elem::<f64>()
+        })
+        .sum();
+    Some(total / n as f64)
+}
+
+fn run<B: AutodiffBackend>(
+    config: &RunConfig,
+    comm: &dyn Communicator,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<TrainSummary> {
+    let model_config = config.model_config()?;
+    let out_dir = &config.out_dir;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let RunData { tokenizer, train, val } = data::load(config, comm)?;
+    let spec = BatchSpec {
+        seq_len: config.data.seq_len,
+        global_batch_seqs: config.global_batch_seqs(),
+        micro_batch: config.train.micro_batch_size,
+        world_size: comm.size(),
+        rank: comm.rank(),
+        seed: config.seed,
+    };
+    let accum = spec.grad_accum()?;
+    let loader = Loader::new(train, spec)?;
+
+    let mut model = initial_model::<B>(&model_config, config.seed, comm, device)?;
+    let mut optimizer = AdamW::new(&config.train).init::<B, Llama<B>>();
+    let mut state = TrainState {
+        step: 0,
+        loader: LoaderState { seed: config.seed, step: 0 },
+        world_size: comm.size(),
+        tokens: 0,
+        last_loss: None,
+        fucina_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    if let Some(which) = &options.resume {
+        let dir = checkpoint::resolve(out_dir, which)?;
+        let loaded = checkpoint::load(&dir)?;
+        model = model.load_record(checkpoint::record_from_bytes::<B, _>(loaded.model, device)?);
+        optimizer = optimizer.load_record(checkpoint::record_from_bytes::<B, _>(loaded.optim, device)?);
+        state = loaded.state;
+        if comm.is_root() {
+            eprintln!("resuming from {} at step {}", dir.display(), state.step);
+        }
+    }
+
+    let total = config.train.steps;
+    let mut reporter = Reporter::new(out_dir, comm.is_root(), state.step, total)?;
+    let tokens_per_step = config.train.global_batch_tokens as u64;
+    let flops_per_token = model_config.train_flops_per_token(config.data.seq_len);
+    let peak = config.peak_flops();
+    let (rows, started) = (config.train.micro_batch_size, Instant::now());
+    let (mut losses, mut val_loss) = (Vec::new(), None);
+    let mut last_checkpoint = None;
+
+    while state.step < total {
+        let step = state.step;
+        let step_started = Instant::now();
+        let lr = learning_rate(&config.train, step);
+        let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
+        let mut loss_sum = 0.0;
+        for micro in 0..accum {
+            let batch = loader.micro_batch(step, micro);
+            let loss = batch_loss(&model, &batch, rows, device);
+            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            let grads = loss.div_scalar(accum as f64).backward();
+            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        }
+        let (grads, sync) = sync_and_clip(&model, accumulator.grads(), comm, config.train.grad_clip)?;
+        model = optimizer.step(lr, model, grads);
+
+        let mut loss_buf = [(loss_sum / accum as f64) as f32];
+        comm.all_reduce_sum(&mut loss_buf)?;
+        let loss = loss_buf[0] as f64 / comm.size() as f64;
+        losses.push(loss);
+        state.step += 1;
+        state.loader.step = state.step;
+        state.tokens += tokens_per_step;
+        state.last_loss = Some(loss);
+        let step_seconds = step_started.elapsed().as_secs_f64();
+        let tokens_per_sec = tokens_per_step as f64 / step_seconds;
+        reporter.record(&Event::Train(StepMetrics {
+            step: state.step,
+            loss,
+            lr,
+            grad_norm: sync.grad_norm,
+            tokens_per_sec,
+            mfu: peak.map(|p| flops_per_token * tokens_per_sec / p),
+            elapsed: started.elapsed().as_secs_f64(),
+            step_seconds,
+            comm_seconds: sync.comm_seconds,
+        }))?;
+
+        let last = state.step == total;
+        let due = |every: u64| last || (every > 0 && state.step % every == 0);
+        if let (Some(val), true) = (&val, config.eval.every > 0 && due(config.eval.every)) {
+            if comm.is_root() {
+                val_loss = evaluate(&model.valid(), val, config.data.seq_len, rows, config.eval.batches, device);
+                if let Some(v) = val_loss {
+                    let elapsed = started.elapsed().as_secs_f64();
+                    reporter.record(&Event::Val { step: state.step, val_loss: v, elapsed })?;
+                }
+            }
+        }
+        if due(config.checkpoint.every) {
+            if comm.is_root() {
+                let model_bytes = checkpoint::record_to_bytes::<B, _>(model.clone().into_record())?;
+                let optim_bytes = checkpoint::record_to_bytes::<B, _>(optimizer.to_record())?;
+                let dir = checkpoint::save(
+                    out_dir,
+                    &model_bytes,
+                    &optim_bytes,
+                    &state,
+                    &config.to_toml(),
+                    config.checkpoint.keep,
+                )?;
+                last_checkpoint = Some(dir);
+            }
+            comm.barrier()?;
+        }
+    }
+    reporter.finish();
+
+    let mut sample = None;
+    if comm.is_root() {
+        if let Ok(png) = plot::plot_run(out_dir) {
+            eprintln!("loss plot: {}", png.display());
+        }
+        if options.sample_tokens > 0 {
+            let text = generate::sample(&model.valid(), &tokenizer, "", options.sample_tokens, 0.8, 40, config.seed, device)?;
+            sample = Some(text);
+        }
+    }
+    let steps_run = losses.len() as f64;
+    Ok(TrainSummary {
+        steps: state.step,
+        first_loss: losses.first().copied(),
+        final_loss: state.last_loss.unwrap_or(f64::NAN),
+        val_loss,
+        checkpoint: last_checkpoint.unwrap_or_else(|| checkpoint::checkpoints_dir(out_dir)),
+        tokens_per_sec: steps_run * tokens_per_step as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        losses,
+        sample,
+    })
+}

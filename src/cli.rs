@@ -1,0 +1,147 @@
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use fucina_data::{prepare, train_bpe, PrepareOptions, TextTokenizer};
+use fucina_train::generate::{self, GenerateOptions};
+use fucina_train::{plot, RunConfig, TrainOptions};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "fucina", version, about = "Data-parallel LLM training on burn for the EuroHPC AI factories")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train (or continue training) a model described by a run config.
+    Train {
+        /// Run config (TOML), e.g. configs/runs/quickstart.toml.
+        config: PathBuf,
+        /// Override a config key: --set train.lr=3e-4 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Continue from `auto` (the newest complete checkpoint of the run) or a checkpoint directory.
+        #[arg(long, value_name = "auto|DIR")]
+        resume: Option<String>,
+        /// Tokens to sample from the model at the end; 0 for none.
+        #[arg(long, default_value_t = 64)]
+        sample_tokens: usize,
+    },
+    /// Tokenise text files, directories and JSONL ({"text": ...}) into token shards.
+    Prepare {
+        /// tokenizer.json (Hugging Face format), or `builtin`.
+        #[arg(long)]
+        tokenizer: String,
+        /// Output directory for train_*.bin, val_*.bin and meta.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Share of documents held out for validation.
+        #[arg(long, default_value_t = 0.01)]
+        val_fraction: f64,
+        /// Tokens per shard file.
+        #[arg(long, default_value_t = 100_000_000)]
+        shard_tokens: usize,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Tokenizer tools.
+    Tokenizer {
+        #[command(subcommand)]
+        command: TokenizerCommand,
+    },
+    /// Sample text from a checkpoint (or the newest checkpoint of a run directory).
+    Generate {
+        checkpoint: PathBuf,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// 0 for greedy decoding.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Sample among the k most likely tokens; 0 for all.
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Draw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl.
+    Plot { run_dir: PathBuf },
+    /// Benchmarks that print throughput measured in this run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer on text files, directories or JSONL.
+    Train {
+        #[arg(long)]
+        vocab_size: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training tokens/s of a model preset on the built-in corpus.
+    Train {
+        #[arg(long, default_value = "small")]
+        preset: String,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        #[arg(long, default_value_t = 10)]
+        steps: u64,
+    },
+}
+
+pub fn run() -> Result<()> {
+    match Cli::parse().command {
+        Command::Train { config, overrides, resume, sample_tokens } => {
+            let config = RunConfig::load(&config, &overrides)?;
+            let comm = fucina_dist::init()?;
+            let summary = fucina_train::train(config, comm.as_ref(), TrainOptions { resume, sample_tokens })?;
+            if comm.is_root() {
+                if let Some(text) = &summary.sample {
+                    println!("--- sample ---\n{text}\n--------------");
+                }
+                eprintln!(
+                    "done: {} steps, loss {:.4}{}, checkpoint {}",
+                    summary.steps,
+                    summary.final_loss,
+                    summary.val_loss.map(|v| format!(", val_loss {v:.4}")).unwrap_or_default(),
+                    summary.checkpoint.display()
+                );
+            }
+        }
+        Command::Prepare { tokenizer, out, val_fraction, shard_tokens, inputs } => {
+            let tokenizer = fucina_train::data::load_tokenizer(&tokenizer)?;
+            let options = PrepareOptions { val_fraction, shard_tokens, progress: true };
+            let summary = prepare(&tokenizer, &inputs, &out, &options)?;
+            eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Tokenizer { command: TokenizerCommand::Train { vocab_size, out, inputs } } => {
+            train_bpe(&inputs, vocab_size, &out, true)?;
+            let tokenizer = TextTokenizer::from_file(&out)?;
+            eprintln!("wrote {} ({} tokens)", out.display(), tokenizer.vocab_size());
+        }
+        Command::Generate { checkpoint, prompt, max_tokens, temperature, top_k, seed } => {
+            let options = GenerateOptions { prompt, max_tokens, temperature, top_k, seed };
+            println!("{}", generate::from_checkpoint(&checkpoint, options)?);
+        }
+        Command::Plot { run_dir } => {
+            let png = plot::plot_run(&run_dir).with_context(|| format!("cannot plot {}", run_dir.display()))?;
+            eprintln!("wrote {}", png.display());
+        }
+        Command::Bench { command: BenchCommand::Train { preset, backend, steps } } => {
+            fucina_train::bench::train(&preset, &backend, steps)?;
+        }
+    }
+    Ok(())
+}
