@@ -27,6 +27,9 @@ enum Command {
         /// Tokens to sample from the model at the end; 0 for none.
         #[arg(long, default_value_t = 64)]
         sample_tokens: usize,
+        /// Stop with a checkpoint after this step (e.g. to fit a time slot); resume later.
+        #[arg(long, value_name = "STEP")]
+        stop_after: Option<u64>,
     },
     /// Tokenise text files, directories and JSONL ({"text": ...}) into token shards.
     Prepare {
@@ -103,10 +106,10 @@ enum BenchCommand {
 
 pub fn run() -> Result<()> {
     match Cli::parse().command {
-        Command::Train { config, overrides, resume, sample_tokens } => {
+        Command::Train { config, overrides, resume, sample_tokens, stop_after } => {
             let config = RunConfig::load(&config, &overrides)?;
             let comm = fucina_dist::init()?;
-            let summary = fucina_train::train(config, comm.as_ref(), TrainOptions { resume, sample_tokens })?;
+            let summary = fucina_train::train(config, comm.as_ref(), TrainOptions { resume, sample_tokens, stop_after })?;
             if comm.is_root() {
                 if let Some(text) = &summary.sample {
                     println!("--- sample ---\n{text}\n--------------");

@@ -26,6 +26,9 @@ pub struct TrainOptions {
     pub resume: Option<String>,
     /// Tokens to sample from the trained model at the end (0: none).
     pub sample_tokens: usize,
+    /// Stop (with a checkpoint) after this step, as if interrupted; the schedule stays that of
+    /// `train.steps`, so a later `--resume` continues the same run.
+    pub stop_after: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +158,7 @@ fn run<B: AutodiffBackend>(
     }
 
     let total = config.train.steps;
+    let stop = options.stop_after.unwrap_or(total).min(total);
     let mut reporter = Reporter::new(out_dir, comm.is_root(), state.step, total)?;
     let tokens_per_step = config.train.global_batch_tokens as u64;
     let flops_per_token = model_config.train_flops_per_token(config.data.seq_len);
@@ -163,7 +167,7 @@ fn run<B: AutodiffBackend>(
     let (mut losses, mut val_loss) = (Vec::new(), None);
     let mut last_checkpoint = None;
 
-    while state.step < total {
+    while state.step < stop {
         let step = state.step;
         let step_started = Instant::now();
         let lr = learning_rate(&config.train, step);
@@ -201,7 +205,7 @@ fn run<B: AutodiffBackend>(
             comm_seconds: sync.comm_seconds,
         }))?;
 
-        let last = state.step == total;
+        let last = state.step == stop;
         let due = |every: u64| last || (every > 0 && state.step % every == 0);
         if let (Some(val), true) = (&val, config.eval.every > 0 && due(config.eval.every)) {
             if comm.is_root() {
