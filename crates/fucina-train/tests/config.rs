@@ -1,0 +1,62 @@
+//! Bad run configs fail with a message naming the key and what was expected.
+
+use fucina_train::RunConfig;
+
+const GOOD: &str = r#"
+out_dir = "/tmp/x"
+[model]
+preset = "tiny"
+[data]
+dir = "builtin"
+seq_len = 32
+[train]
+steps = 10
+global_batch_tokens = 256
+micro_batch_size = 2
+lr = 1e-3
+"#;
+
+fn error(text: &str, overrides: &[&str]) -> String {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    format!("{:#}", RunConfig::from_toml_str(text, &overrides).unwrap_err())
+}
+
+#[test]
+fn good_config_loads_with_defaults() {
+    let config = RunConfig::from_toml_str(GOOD, &[]).unwrap();
+    assert_eq!(config.train.beta2, 0.95);
+    assert_eq!(config.train.eps, 1e-8);
+    assert_eq!(config.model_config().unwrap().hidden_size, 32);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["train.lr_max=1"], "lr_max"),
+        (&["train.lr=\"fast\""], "train.lr"),
+        (&["train.steps=-3"], "train.steps"),
+        (&["backend=\"tpu\""], "tpu"),
+        (&["model.hidden_size=30"], "num_attention_heads"),
+        (&["model.preset=\"llama-99b\""], "llama-99b"),
+        (&["model.hidden_sise=64"], "hidden_sise"),
+        (&["data.seq_len=512", "train.global_batch_tokens=1024"], "max_position_embeddings"),
+        (&["train.global_batch_tokens=100"], "multiple of data.seq_len"),
+        (&["train.min_lr=1"], "train.min_lr"),
+        (&["train.beta1=1.5"], "train.beta1"),
+        (&["train.lr=0"], "train.lr"),
+        (&["nonsense"], "key=value"),
+    ];
+    for (overrides, needle) in cases {
+        let message = error(GOOD, overrides);
+        assert!(message.contains(needle), "{overrides:?}: {message:?} does not mention {needle:?}");
+    }
+    assert!(error("out_dir = 3", &[]).contains("out_dir"));
+    assert!(error("[train\nsteps=1", &[]).contains("line"));
+}
+
+#[test]
+fn overrides_parse_toml_values() {
+    let config = RunConfig::from_toml_str(GOOD, &["train.lr=3e-4".into(), "out_dir=runs/a b".into()]).unwrap();
+    assert_eq!(config.train.lr, 3e-4);
+    assert_eq!(config.out_dir.to_str(), Some("runs/a b"));
+}
