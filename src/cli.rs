@@ -6,7 +6,11 @@ use fucina_train::{plot, RunConfig, TrainOptions};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "fucina", version, about = "Data-parallel LLM training on burn for the EuroHPC AI factories")]
+#[command(
+    name = "fucina",
+    version,
+    about = "Data-parallel LLM training on burn for the EuroHPC AI factories"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -106,10 +110,24 @@ enum BenchCommand {
 
 pub fn run() -> Result<()> {
     match Cli::parse().command {
-        Command::Train { config, overrides, resume, sample_tokens, stop_after } => {
+        Command::Train {
+            config,
+            overrides,
+            resume,
+            sample_tokens,
+            stop_after,
+        } => {
             let config = RunConfig::load(&config, &overrides)?;
             let comm = fucina_dist::init()?;
-            let summary = fucina_train::train(config, comm.as_ref(), TrainOptions { resume, sample_tokens, stop_after })?;
+            let summary = fucina_train::train(
+                config,
+                comm.as_ref(),
+                TrainOptions {
+                    resume,
+                    sample_tokens,
+                    stop_after,
+                },
+            )?;
             if comm.is_root() {
                 if let Some(text) = &summary.sample {
                     println!("--- sample ---\n{text}\n--------------");
@@ -118,31 +136,76 @@ pub fn run() -> Result<()> {
                     "done: {} steps, loss {:.4}{}, checkpoint {}",
                     summary.steps,
                     summary.final_loss,
-                    summary.val_loss.map(|v| format!(", val_loss {v:.4}")).unwrap_or_default(),
+                    summary
+                        .val_loss
+                        .map(|v| format!(", val_loss {v:.4}"))
+                        .unwrap_or_default(),
                     summary.checkpoint.display()
                 );
             }
         }
-        Command::Prepare { tokenizer, out, val_fraction, shard_tokens, inputs } => {
+        Command::Prepare {
+            tokenizer,
+            out,
+            val_fraction,
+            shard_tokens,
+            inputs,
+        } => {
             let tokenizer = fucina_train::data::load_tokenizer(&tokenizer)?;
-            let options = PrepareOptions { val_fraction, shard_tokens, progress: true };
+            let options = PrepareOptions {
+                val_fraction,
+                shard_tokens,
+                progress: true,
+            };
             let summary = prepare(&tokenizer, &inputs, &out, &options)?;
             eprintln!("{}", serde_json::to_string_pretty(&summary)?);
         }
-        Command::Tokenizer { command: TokenizerCommand::Train { vocab_size, out, inputs } } => {
+        Command::Tokenizer {
+            command:
+                TokenizerCommand::Train {
+                    vocab_size,
+                    out,
+                    inputs,
+                },
+        } => {
             train_bpe(&inputs, vocab_size, &out, true)?;
             let tokenizer = TextTokenizer::from_file(&out)?;
-            eprintln!("wrote {} ({} tokens)", out.display(), tokenizer.vocab_size());
+            eprintln!(
+                "wrote {} ({} tokens)",
+                out.display(),
+                tokenizer.vocab_size()
+            );
         }
-        Command::Generate { checkpoint, prompt, max_tokens, temperature, top_k, seed } => {
-            let options = GenerateOptions { prompt, max_tokens, temperature, top_k, seed };
+        Command::Generate {
+            checkpoint,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            seed,
+        } => {
+            let options = GenerateOptions {
+                prompt,
+                max_tokens,
+                temperature,
+                top_k,
+                seed,
+            };
             println!("{}", generate::from_checkpoint(&checkpoint, options)?);
         }
         Command::Plot { run_dir } => {
-            let png = plot::plot_run(&run_dir).with_context(|| format!("cannot plot {}", run_dir.display()))?;
+            let png = plot::plot_run(&run_dir)
+                .with_context(|| format!("cannot plot {}", run_dir.display()))?;
             eprintln!("wrote {}", png.display());
         }
-        Command::Bench { command: BenchCommand::Train { preset, backend, steps } } => {
+        Command::Bench {
+            command:
+                BenchCommand::Train {
+                    preset,
+                    backend,
+                    steps,
+                },
+        } => {
             fucina_train::bench::train(&preset, &backend, steps)?;
         }
     }

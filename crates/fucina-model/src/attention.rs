@@ -17,7 +17,12 @@ pub struct Attention<B: Backend> {
     head_dim: usize,
 }
 
-pub(crate) fn linear<B: Backend>(d_in: usize, d_out: usize, std: f64, device: &B::Device) -> Linear<B> {
+pub(crate) fn linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    std: f64,
+    device: &B::Device,
+) -> Linear<B> {
     LinearConfig::new(d_in, d_out)
         .with_bias(false)
         .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std })
@@ -26,7 +31,11 @@ pub(crate) fn linear<B: Backend>(d_in: usize, d_out: usize, std: f64, device: &B
 
 impl<B: Backend> Attention<B> {
     pub fn new(config: &LlamaConfig, device: &B::Device) -> Self {
-        let (h, hd, std) = (config.hidden_size, config.head_dim(), config.initializer_range);
+        let (h, hd, std) = (
+            config.hidden_size,
+            config.head_dim(),
+            config.initializer_range,
+        );
         let (nh, nkv) = (config.num_attention_heads, config.kv_heads());
         Self {
             q_proj: linear(h, nh * hd, std, device),
@@ -42,9 +51,13 @@ impl<B: Backend> Attention<B> {
     /// `x`: [batch, seq, hidden] at positions `start..start+seq`.
     pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
-        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
+        let heads =
+            |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
         let q = rope.apply(heads(self.q_proj.forward(x.clone()), self.n_heads), start);
-        let k = rope.apply(heads(self.k_proj.forward(x.clone()), self.n_kv_heads), start);
+        let k = rope.apply(
+            heads(self.k_proj.forward(x.clone()), self.n_kv_heads),
+            start,
+        );
         let v = heads(self.v_proj.forward(x), self.n_kv_heads);
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let options = AttentionModuleOptions {
@@ -52,7 +65,9 @@ impl<B: Backend> Attention<B> {
             ..Default::default()
         };
         let out = attention(q, k, v, None, None, options);
-        let out = out.swap_dims(1, 2).reshape([batch, seq, self.n_heads * self.head_dim]);
+        let out = out
+            .swap_dims(1, 2)
+            .reshape([batch, seq, self.n_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
 

@@ -83,24 +83,28 @@ impl LlamaConfig {
                 bail!("{name} must be positive");
             }
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!(
                 "hidden_size {} is not divisible by num_attention_heads {} (set head_dim explicitly)",
                 self.hidden_size,
                 self.num_attention_heads
             );
         }
-        if self.num_attention_heads % self.kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             bail!(
                 "num_attention_heads {} must be a multiple of num_key_value_heads {}",
                 self.num_attention_heads,
                 self.kv_heads()
             );
         }
-        if self.head_dim() % 2 != 0 {
-            bail!("head_dim {} must be even for rotary embeddings", self.head_dim());
+        if !self.head_dim().is_multiple_of(2) {
+            bail!(
+                "head_dim {} must be even for rotary embeddings",
+                self.head_dim()
+            );
         }
-        if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.rms_norm_eps) || !positive(self.rope_theta) {
             bail!("rms_norm_eps and rope_theta must be positive");
         }
         Ok(())
@@ -126,7 +130,8 @@ impl LlamaConfig {
     pub fn train_flops_per_token(&self, seq_len: usize) -> f64 {
         let matmul_params = self.num_hidden_layers * self.per_layer_parameters()
             + self.vocab_size * self.hidden_size;
-        let attention = 12 * self.num_hidden_layers * seq_len * self.num_attention_heads * self.head_dim();
+        let attention =
+            12 * self.num_hidden_layers * seq_len * self.num_attention_heads * self.head_dim();
         6.0 * matmul_params as f64 + attention as f64
     }
 }

@@ -14,7 +14,11 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     pub fn new(config: &LlamaConfig, device: &B::Device) -> Self {
-        let (h, f, std) = (config.hidden_size, config.intermediate_size, config.initializer_range);
+        let (h, f, std) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.initializer_range,
+        );
         Self {
             gate_proj: linear(h, f, std, device),
             up_proj: linear(h, f, std, device),

@@ -1,7 +1,7 @@
 //! The Llama-family decoder. Field names follow Hugging Face's module tree so that checkpoint
 //! names map one-to-one (`layers.3.self_attn.q_proj`, `embed_tokens`, `lm_head`, ...).
 
-use crate::{attention::Attention, attention::linear, config::LlamaConfig, mlp::Mlp, rope::Rope};
+use crate::{attention::linear, attention::Attention, config::LlamaConfig, mlp::Mlp, rope::Rope};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -30,7 +30,10 @@ impl<B: Backend> Block<B> {
     }
 
     fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
-        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, start);
+        let x = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, start);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }

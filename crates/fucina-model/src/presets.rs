@@ -4,13 +4,25 @@
 pub const PRESETS: &[(&str, &str)] = &[
     ("tiny", include_str!("../../../configs/models/tiny.toml")),
     ("small", include_str!("../../../configs/models/small.toml")),
-    ("gpt2-124m", include_str!("../../../configs/models/gpt2-124m.toml")),
-    ("llama-1b", include_str!("../../../configs/models/llama-1b.toml")),
-    ("llama-7b", include_str!("../../../configs/models/llama-7b.toml")),
+    (
+        "gpt2-124m",
+        include_str!("../../../configs/models/gpt2-124m.toml"),
+    ),
+    (
+        "llama-1b",
+        include_str!("../../../configs/models/llama-1b.toml"),
+    ),
+    (
+        "llama-7b",
+        include_str!("../../../configs/models/llama-7b.toml"),
+    ),
 ];
 
 pub fn preset(name: &str) -> Option<&'static str> {
-    PRESETS.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
+    PRESETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
 }
 
 pub fn preset_names() -> Vec<&'static str> {

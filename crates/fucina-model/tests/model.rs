@@ -75,9 +75,19 @@ fn check_against_naive(config: LlamaConfig) {
     let expected = naive::forward(&naive_weights(&model), &shape, &ids);
     let got = values(model.forward(tokens(&ids)));
     let scale = expected.iter().map(|v| v.abs()).fold(0.0, f64::max);
-    let worst = got.iter().zip(&expected).map(|(g, e)| (g - e).abs()).fold(0.0, f64::max);
-    assert!(scale > 1.0, "logits too small to be a meaningful check: {scale}");
-    assert!(worst <= 1e-4 * scale, "max |Δ| {worst} against logits up to {scale}");
+    let worst = got
+        .iter()
+        .zip(&expected)
+        .map(|(g, e)| (g - e).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        scale > 1.0,
+        "logits too small to be a meaningful check: {scale}"
+    );
+    assert!(
+        worst <= 1e-4 * scale,
+        "max |Δ| {worst} against logits up to {scale}"
+    );
 }
 
 #[test]
@@ -115,9 +125,16 @@ fn later_tokens_do_not_change_earlier_logits() {
     let b = values(model.forward(tokens(&[1, 2, 3, 4, 5, 50, 51, 52])));
     let v = config.vocab_size;
     for i in 0..5 * v {
-        assert!((a[i] - b[i]).abs() <= 1e-5, "logit {i} changed: {} vs {}", a[i], b[i]);
+        assert!(
+            (a[i] - b[i]).abs() <= 1e-5,
+            "logit {i} changed: {} vs {}",
+            a[i],
+            b[i]
+        );
     }
-    let changed = (5 * v..8 * v).filter(|&i| (a[i] - b[i]).abs() > 1e-3).count();
+    let changed = (5 * v..8 * v)
+        .filter(|&i| (a[i] - b[i]).abs() > 1e-3)
+        .count();
     assert!(changed > v, "changed tokens must change their own logits");
 }
 
@@ -128,9 +145,13 @@ fn parameter_count_matches_closed_form() {
         let model = Llama::<B>::new(&cfg, &device);
         assert_eq!(model.num_params(), cfg.num_parameters(), "{cfg:?}");
     }
-    let small: LlamaConfig = toml::from_str(fucina_model::presets::preset("small").unwrap()).unwrap();
+    let small: LlamaConfig =
+        toml::from_str(fucina_model::presets::preset("small").unwrap()).unwrap();
     let millions = small.num_parameters() as f64 / 1e6;
-    assert!((10.0..=20.0).contains(&millions), "small preset has {millions}M parameters");
+    assert!(
+        (10.0..=20.0).contains(&millions),
+        "small preset has {millions}M parameters"
+    );
 }
 
 #[test]
@@ -143,9 +164,15 @@ fn initial_loss_is_about_ln_vocab() {
     let model = Llama::<B>::new(&cfg, &device);
     let ids: Vec<usize> = (0..32).map(|i| (i * 131) % 4096).collect();
     let targets: Vec<usize> = ids.iter().map(|t| (t + 1) % 4096).collect();
-    let loss = model.loss(tokens(&ids), tokens(&targets)).into_scalar().elem::<f64>();
+    let loss = model
+        .loss(tokens(&ids), tokens(&targets))
+        .into_scalar()
+        .elem::<f64>();
     let expected = (4096f64).ln();
-    assert!((loss - expected).abs() < 0.05, "initial loss {loss}, ln(vocab) {expected}");
+    assert!(
+        (loss - expected).abs() < 0.05,
+        "initial loss {loss}, ln(vocab) {expected}"
+    );
 }
 
 #[test]
@@ -166,6 +193,12 @@ fn loss_equals_mean_negative_log_softmax() {
         })
         .sum::<f64>()
         / ids.len() as f64;
-    let loss = model.loss(tokens(&ids), tokens(&targets)).into_scalar().elem::<f64>();
-    assert!((loss - expected).abs() < 1e-4 * expected.abs().max(1.0), "{loss} vs {expected}");
+    let loss = model
+        .loss(tokens(&ids), tokens(&targets))
+        .into_scalar()
+        .elem::<f64>();
+    assert!(
+        (loss - expected).abs() < 1e-4 * expected.abs().max(1.0),
+        "{loss} vs {expected}"
+    );
 }

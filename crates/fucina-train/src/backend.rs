@@ -26,13 +26,19 @@ pub trait BackendTask {
 }
 
 #[allow(unreachable_code, unused_variables)]
-pub fn dispatch<T: BackendTask>(kind: BackendKind, device_index: usize, task: T) -> Result<T::Output> {
+pub fn dispatch<T: BackendTask>(
+    kind: BackendKind,
+    device_index: usize,
+    task: T,
+) -> Result<T::Output> {
     let feature = match kind {
         BackendKind::Cpu => {
             #[cfg(feature = "flex")]
             return Ok(task.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default()));
             #[cfg(feature = "ndarray")]
-            return Ok(task.run::<burn::backend::Autodiff<burn::backend::NdArray>>(Default::default()));
+            return Ok(
+                task.run::<burn::backend::Autodiff<burn::backend::NdArray>>(Default::default())
+            );
             "flex"
         }
         BackendKind::Flex => {
@@ -42,7 +48,9 @@ pub fn dispatch<T: BackendTask>(kind: BackendKind, device_index: usize, task: T)
         }
         BackendKind::Ndarray => {
             #[cfg(feature = "ndarray")]
-            return Ok(task.run::<burn::backend::Autodiff<burn::backend::NdArray>>(Default::default()));
+            return Ok(
+                task.run::<burn::backend::Autodiff<burn::backend::NdArray>>(Default::default())
+            );
             "ndarray"
         }
         BackendKind::Wgpu => {

@@ -45,12 +45,16 @@ pub fn record_to_bytes<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8>> {
     Recorder::<B>::record(&Bytes::default(), record, ()).context("cannot serialise record")
 }
 
-pub fn record_from_bytes<B: Backend, R: Record<B>>(bytes: Vec<u8>, device: &B::Device) -> Result<R> {
+pub fn record_from_bytes<B: Backend, R: Record<B>>(
+    bytes: Vec<u8>,
+    device: &B::Device,
+) -> Result<R> {
     Recorder::<B>::load(&Bytes::default(), bytes, device).context("cannot deserialise record")
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file =
+        fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
@@ -75,7 +79,10 @@ pub fn save(
     fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     write_synced(&tmp.join(MODEL_FILE), model_bytes)?;
     write_synced(&tmp.join(OPTIM_FILE), optim_bytes)?;
-    write_synced(&tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?.as_bytes())?;
+    write_synced(
+        &tmp.join(STATE_FILE),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
     write_synced(&tmp.join(CONFIG_FILE), config_toml.as_bytes())?;
     write_synced(&tmp.join(DONE_FILE), b"")?;
     if final_dir.exists() {
@@ -120,7 +127,8 @@ fn prune(out_dir: &Path, keep: usize) -> Result<()> {
     }
     let all = list(out_dir)?;
     for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
-        fs::remove_dir_all(path).with_context(|| format!("cannot remove old checkpoint {}", path.display()))?;
+        fs::remove_dir_all(path)
+            .with_context(|| format!("cannot remove old checkpoint {}", path.display()))?;
     }
     Ok(())
 }
@@ -130,12 +138,18 @@ pub fn resolve(out_dir: &Path, which: &str) -> Result<PathBuf> {
     if which == "auto" {
         return match list(out_dir)?.pop() {
             Some((_, path)) => Ok(path),
-            None => bail!("--resume auto: no complete checkpoint under {}", checkpoints_dir(out_dir).display()),
+            None => bail!(
+                "--resume auto: no complete checkpoint under {}",
+                checkpoints_dir(out_dir).display()
+            ),
         };
     }
     let path = PathBuf::from(which);
     if !path.join(DONE_FILE).is_file() {
-        bail!("{} is not a complete checkpoint (no {DONE_FILE} marker)", path.display());
+        bail!(
+            "{} is not a complete checkpoint (no {DONE_FILE} marker)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -147,15 +161,23 @@ pub struct Loaded {
 }
 
 pub fn load(dir: &Path) -> Result<Loaded> {
-    let read = |name: &str| fs::read(dir.join(name)).with_context(|| format!("cannot read {}", dir.join(name).display()));
+    let read = |name: &str| {
+        fs::read(dir.join(name))
+            .with_context(|| format!("cannot read {}", dir.join(name).display()))
+    };
     let state: TrainState = serde_json::from_slice(&read(STATE_FILE)?)
         .with_context(|| format!("corrupt {}", dir.join(STATE_FILE).display()))?;
-    Ok(Loaded { model: read(MODEL_FILE)?, optim: read(OPTIM_FILE)?, state })
+    Ok(Loaded {
+        model: read(MODEL_FILE)?,
+        optim: read(OPTIM_FILE)?,
+        state,
+    })
 }
 
 /// Loads just the weights into a freshly built model (generation, export).
 pub fn load_model<B: Backend, M: Module<B>>(dir: &Path, model: M, device: &B::Device) -> Result<M> {
-    let bytes = fs::read(dir.join(MODEL_FILE)).with_context(|| format!("cannot read {}", dir.join(MODEL_FILE).display()))?;
+    let bytes = fs::read(dir.join(MODEL_FILE))
+        .with_context(|| format!("cannot read {}", dir.join(MODEL_FILE).display()))?;
     let record = record_from_bytes::<B, M::Record>(bytes, device)
         .with_context(|| format!("checkpoint {} does not fit this model", dir.display()))?;
     Ok(model.load_record(record))

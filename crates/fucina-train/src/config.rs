@@ -114,7 +114,10 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { every: 50, batches: 8 }
+        Self {
+            every: 50,
+            batches: 8,
+        }
     }
 }
 
@@ -129,7 +132,10 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { every: 100, keep: 3 }
+        Self {
+            every: 100,
+            keep: 3,
+        }
     }
 }
 
@@ -178,11 +184,11 @@ impl RunConfig {
             ("train.lr", t.lr),
         ];
         for (key, value) in positive {
-            if !(value > 0.0) {
+            if value.is_nan() || value <= 0.0 {
                 bail!("{key} must be positive (got {value})");
             }
         }
-        if t.global_batch_tokens % self.data.seq_len != 0 {
+        if !t.global_batch_tokens.is_multiple_of(self.data.seq_len) {
             bail!(
                 "train.global_batch_tokens ({}) must be a multiple of data.seq_len ({})",
                 t.global_batch_tokens,
@@ -198,7 +204,11 @@ impl RunConfig {
             );
         }
         if !(0.0..=t.lr).contains(&t.min_lr) {
-            bail!("train.min_lr ({}) must lie between 0 and train.lr ({})", t.min_lr, t.lr);
+            bail!(
+                "train.min_lr ({}) must lie between 0 and train.lr ({})",
+                t.min_lr,
+                t.lr
+            );
         }
         for (key, beta) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
             if !(0.0..1.0).contains(&beta) {
@@ -210,7 +220,7 @@ impl RunConfig {
             ("train.weight_decay", t.weight_decay),
             ("train.grad_clip", t.grad_clip),
         ] {
-            if !(value >= 0.0) || !value.is_finite() {
+            if !value.is_finite() || value < 0.0 {
                 bail!("{key} must be a finite number ≥ 0 (got {value})");
             }
         }
@@ -222,7 +232,10 @@ impl RunConfig {
 
     /// Peak FLOP/s per device for MFU, when known.
     pub fn peak_flops(&self) -> Option<f64> {
-        let cpu = matches!(self.backend, BackendKind::Cpu | BackendKind::Flex | BackendKind::Ndarray);
+        let cpu = matches!(
+            self.backend,
+            BackendKind::Cpu | BackendKind::Flex | BackendKind::Ndarray
+        );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         self.peak_tflops
             .or(cpu.then_some(0.1 * cores))

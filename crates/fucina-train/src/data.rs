@@ -15,8 +15,9 @@ pub struct RunData {
 }
 
 pub fn builtin_tokenizer() -> Result<TextTokenizer> {
-    let json = corpus::builtin_tokenizer_json()
-        .context("this build has no built-in tokenizer (crates/fucina-data/corpus/tokenizer.json)")?;
+    let json = corpus::builtin_tokenizer_json().context(
+        "this build has no built-in tokenizer (crates/fucina-data/corpus/tokenizer.json)",
+    )?;
     TextTokenizer::from_json_str(json)
 }
 
@@ -35,7 +36,11 @@ fn builtin_dataset_dir(out_dir: &Path, comm: &dyn Communicator) -> Result<PathBu
         let text_dir = out_dir.join("data").join("builtin-text");
         let files = corpus::write_builtin_corpus(&text_dir)?;
         let tokenizer = builtin_tokenizer()?;
-        let opts = PrepareOptions { val_fraction: 0.05, progress: false, ..Default::default() };
+        let opts = PrepareOptions {
+            val_fraction: 0.05,
+            progress: false,
+            ..Default::default()
+        };
         prepare(&tokenizer, &files, &dir, &opts).context("cannot prepare the built-in corpus")?;
         std::fs::remove_dir_all(&text_dir).ok();
     }
@@ -62,16 +67,24 @@ pub fn load(config: &RunConfig, comm: &dyn Communicator) -> Result<RunData> {
     let val = if !data.val_files.is_empty() {
         Some(TokenDataset::open(&data.val_files)?)
     } else {
-        dir.as_ref().and_then(|d| TokenDataset::open_glob_dir(d, "val").ok())
+        dir.as_ref()
+            .and_then(|d| TokenDataset::open_glob_dir(d, "val").ok())
     };
     let model = config.model_config()?;
     let vocab = model.vocab_size as u32;
-    let shard_vocab = train.vocab_size().unwrap_or(0).max(val.as_ref().and_then(|v| v.vocab_size()).unwrap_or(0));
+    let shard_vocab = train
+        .vocab_size()
+        .unwrap_or(0)
+        .max(val.as_ref().and_then(|v| v.vocab_size()).unwrap_or(0));
     if shard_vocab > vocab || tokenizer.vocab_size() > vocab {
         bail!(
             "the model's vocab_size ({vocab}) is smaller than the data's ({}); set model.vocab_size to at least that",
             shard_vocab.max(tokenizer.vocab_size())
         );
     }
-    Ok(RunData { tokenizer, train, val })
+    Ok(RunData {
+        tokenizer,
+        train,
+        val,
+    })
 }

@@ -20,7 +20,7 @@ pub fn sample<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<String> {
-    if !(temperature >= 0.0) {
+    if !temperature.is_finite() || temperature < 0.0 {
         bail!("temperature must be ≥ 0 (got {temperature})");
     }
     let eos = tokenizer.eos_id();
@@ -29,7 +29,9 @@ pub fn sample<B: Backend>(
     if tokens.is_empty() {
         match eos.or(tokenizer.bos_id()) {
             Some(start) => tokens.push(start),
-            None => bail!("an empty prompt needs a tokenizer with an end-of-text or begin-of-text token"),
+            None => bail!(
+                "an empty prompt needs a tokenizer with an end-of-text or begin-of-text token"
+            ),
         }
     }
     let skip = tokens.len() - prompt_len;
@@ -41,7 +43,17 @@ pub fn sample<B: Backend>(
         let logits = model.forward(input);
         let [_, seq, vocab] = logits.dims();
         let last = logits.slice([0..1, seq - 1..seq, 0..vocab]);
-        let logits: Vec<f32> = last.into_data().convert::<f32>().into_vec().unwrap_or_default();
+        let mut logits: Vec<f32> = last
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .unwrap_or_default();
+        // An empty continuation is no sample: end-of-text may only follow a first token.
+        if let (Some(eos), true) = (eos, tokens.len() == skip + prompt_len) {
+            if let Some(l) = logits.get_mut(eos as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
         let next = pick(&logits, temperature, top_k, &mut rng);
         if Some(next) == eos {
             break;
@@ -93,10 +105,16 @@ pub struct GenerateOptions {
 /// samples from it on the backend the run used.
 pub fn from_checkpoint(dir: &std::path::Path, options: GenerateOptions) -> Result<String> {
     use crate::checkpoint::{self, CONFIG_FILE};
-    let dir = checkpoint::resolve(dir, "auto").or_else(|_| checkpoint::resolve(dir, &dir.to_string_lossy()))?;
+    let dir = checkpoint::resolve(dir, "auto")
+        .or_else(|_| checkpoint::resolve(dir, &dir.to_string_lossy()))?;
     let config = crate::RunConfig::load(&dir.join(CONFIG_FILE), &[])?;
     let tokenizer = crate::data::load_tokenizer(&config.data.tokenizer)?;
-    let task = SampleTask { dir, config, tokenizer, options };
+    let task = SampleTask {
+        dir,
+        config,
+        tokenizer,
+        options,
+    };
     crate::dispatch(task.config.backend, 0, task)?
 }
 
@@ -114,6 +132,15 @@ impl crate::BackendTask for SampleTask {
         let model = Llama::<Inner<B>>::new(&self.config.model_config()?, &device);
         let model = crate::checkpoint::load_model::<Inner<B>, _>(&self.dir, model, &device)?;
         let o = &self.options;
-        sample(&model, &self.tokenizer, &o.prompt, o.max_tokens, o.temperature, o.top_k, o.seed, &device)
+        sample(
+            &model,
+            &self.tokenizer,
+            &o.prompt,
+            o.max_tokens,
+            o.temperature,
+            o.top_k,
+            o.seed,
+            &device,
+        )
     }
 }

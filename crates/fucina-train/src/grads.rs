@@ -25,7 +25,11 @@ pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     comm: &dyn Communicator,
     max_norm: f64,
 ) -> Result<(GradientsParams, SyncStats)> {
-    let mut flatten = Flatten::<B> { grads: &mut grads, parts: Vec::new(), shapes: Vec::new() };
+    let mut flatten = Flatten::<B> {
+        grads: &mut grads,
+        parts: Vec::new(),
+        shapes: Vec::new(),
+    };
     model.visit(&mut flatten);
     let Flatten { parts, shapes, .. } = flatten;
     let device = parts.first().map(|t| t.device()).unwrap_or_default();
@@ -41,7 +45,10 @@ pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     let comm_seconds = started.elapsed().as_secs_f64();
 
     let inv_world = 1.0 / comm.size() as f32;
-    let sum_sq: f64 = host.iter().map(|&g| (g * inv_world) as f64 * (g * inv_world) as f64).sum();
+    let sum_sq: f64 = host
+        .iter()
+        .map(|&g| (g * inv_world) as f64 * (g * inv_world) as f64)
+        .sum();
     let grad_norm = sum_sq.sqrt();
     // PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) only when that is below 1.
     let clip = if max_norm > 0.0 && grad_norm.is_finite() {
@@ -57,9 +64,20 @@ pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     let len = host.len();
     let flat = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(host, [len]), &device);
     let mut out = GradientsParams::new();
-    let mut unflatten = Unflatten::<B> { grads: &mut out, flat, offset: 0, shapes: shapes.into_iter() };
+    let mut unflatten = Unflatten::<B> {
+        grads: &mut out,
+        flat,
+        offset: 0,
+        shapes: shapes.into_iter(),
+    };
     model.visit(&mut unflatten);
-    Ok((out, SyncStats { grad_norm, comm_seconds }))
+    Ok((
+        out,
+        SyncStats {
+            grad_norm,
+            comm_seconds,
+        },
+    ))
 }
 
 struct Flatten<'a, B: AutodiffBackend> {
@@ -78,7 +96,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
             .grads
             .remove::<B::InnerBackend, D>(param.id)
             .map(|g| g.reshape([n]))
-            .unwrap_or_else(|| Tensor::zeros([n], &value.device().into()));
+            .unwrap_or_else(|| Tensor::zeros([n], &value.device()));
         self.parts.push(grad);
         self.shapes.push((param.id, dims.to_vec()));
     }

@@ -14,7 +14,11 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Event {
     Train(StepMetrics),
-    Val { step: u64, val_loss: f64, elapsed: f64 },
+    Val {
+        step: u64,
+        val_loss: f64,
+        elapsed: f64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,7 +49,10 @@ impl Reporter {
     /// Only rank 0 reports; other ranks get a silent reporter. Appends when resuming.
     pub fn new(out_dir: &Path, active: bool, start: u64, total: u64) -> Result<Self> {
         if !active {
-            return Ok(Self { file: None, bar: None });
+            return Ok(Self {
+                file: None,
+                bar: None,
+            });
         }
         let path = out_dir.join(METRICS_FILE);
         let file = OpenOptions::new()
@@ -56,12 +63,17 @@ impl Reporter {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total).with_position(start);
             bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
-                    .expect("static template"),
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("static template"),
             );
             bar
         });
-        Ok(Self { file: Some(file), bar })
+        Ok(Self {
+            file: Some(file),
+            bar,
+        })
     }
 
     pub fn record(&mut self, event: &Event) -> Result<()> {
@@ -77,7 +89,9 @@ impl Reporter {
                 m.lr,
                 m.grad_norm,
                 m.tokens_per_sec,
-                m.mfu.map(|v| format!(" mfu {:.1}%", v * 100.0)).unwrap_or_default()
+                m.mfu
+                    .map(|v| format!(" mfu {:.1}%", v * 100.0))
+                    .unwrap_or_default()
             ),
             Event::Val { step, val_loss, .. } => format!("step {step} val_loss {val_loss:.4}"),
         };
@@ -110,6 +124,10 @@ impl Reporter {
 
 /// Reads every event of a run's metrics file; a torn last line (a killed run) is skipped.
 pub fn read_events(path: &Path) -> Result<Vec<Event>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }

@@ -47,8 +47,12 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         let momentum = match state {
             Some(AdamWState { momentum: m }) => AdaptiveMomentumState::new(
                 m.time + 1,
-                m.moment_1.mul_scalar(b1).add(grad.clone().mul_scalar(1.0 - b1)),
-                m.moment_2.mul_scalar(b2).add(grad.square().mul_scalar(1.0 - b2)),
+                m.moment_1
+                    .mul_scalar(b1)
+                    .add(grad.clone().mul_scalar(1.0 - b1)),
+                m.moment_2
+                    .mul_scalar(b2)
+                    .add(grad.square().mul_scalar(1.0 - b2)),
             ),
             None => AdaptiveMomentumState::new(
                 1,
@@ -60,9 +64,20 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         let m_hat = momentum.moment_1.clone().div_scalar(1.0 - b1.powi(t));
         let v_hat = momentum.moment_2.clone().div_scalar(1.0 - b2.powi(t));
         let update = m_hat.div(v_hat.sqrt().add_scalar(self.eps));
-        let decay = if D >= 2 { lr * self.weight_decay as f64 } else { 0.0 };
-        let decayed = if decay == 0.0 { tensor } else { tensor.mul_scalar(1.0 - decay) };
-        (decayed - update.mul_scalar(lr), Some(AdamWState::new(momentum)))
+        let decay = if D >= 2 {
+            lr * self.weight_decay as f64
+        } else {
+            0.0
+        };
+        let decayed = if decay == 0.0 {
+            tensor
+        } else {
+            tensor.mul_scalar(1.0 - decay)
+        };
+        (
+            decayed - update.mul_scalar(lr),
+            Some(AdamWState::new(momentum)),
+        )
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &B::Device) -> Self::State<D> {

@@ -25,14 +25,21 @@ pub fn plot_run(run_dir: &Path) -> Result<PathBuf> {
         }
     }
     if train.is_empty() {
-        bail!("{} holds no training steps to plot", run_dir.join(METRICS_FILE).display());
+        bail!(
+            "{} holds no training steps to plot",
+            run_dir.join(METRICS_FILE).display()
+        );
     }
     let out = run_dir.join(PLOT_FILE);
     draw(&out, &train, &val).map_err(|e| anyhow!("cannot draw {}: {e}", out.display()))?;
     Ok(out)
 }
 
-fn draw(out: &Path, train: &BTreeMap<u64, f64>, val: &BTreeMap<u64, f64>) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(
+    out: &Path,
+    train: &BTreeMap<u64, f64>,
+    val: &BTreeMap<u64, f64>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let last_step = *train.keys().chain(val.keys()).max().unwrap_or(&1) as f64;
     let values = || train.values().chain(val.values()).copied();
     let (lo, hi) = values().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -46,8 +53,13 @@ fn draw(out: &Path, train: &BTreeMap<u64, f64>, val: &BTreeMap<u64, f64>) -> Res
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..last_step.max(1.0), (lo - margin)..(hi + margin))?;
-    chart.configure_mesh().x_desc("step").y_desc("cross-entropy (nats)").draw()?;
-    let series = |m: &BTreeMap<u64, f64>| m.iter().map(|(&s, &l)| (s as f64, l)).collect::<Vec<_>>();
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("cross-entropy (nats)")
+        .draw()?;
+    let series =
+        |m: &BTreeMap<u64, f64>| m.iter().map(|(&s, &l)| (s as f64, l)).collect::<Vec<_>>();
     chart
         .draw_series(LineSeries::new(series(train), &BLUE))?
         .label("train")
@@ -57,9 +69,17 @@ fn draw(out: &Path, train: &BTreeMap<u64, f64>, val: &BTreeMap<u64, f64>) -> Res
             .draw_series(LineSeries::new(series(val), RED.stroke_width(2)))?
             .label("validation")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        chart.draw_series(series(val).into_iter().map(|p| Circle::new(p, 3, RED.filled())))?;
+        chart.draw_series(
+            series(val)
+                .into_iter()
+                .map(|p| Circle::new(p, 3, RED.filled())),
+        )?;
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
     root.present()?;
     Ok(())
 }

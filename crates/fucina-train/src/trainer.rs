@@ -14,7 +14,9 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use fucina_data::{sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState, TokenDataset};
+use fucina_data::{
+    sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState, TokenDataset,
+};
 use fucina_dist::Communicator;
 use fucina_model::{Llama, LlamaConfig};
 use std::path::PathBuf;
@@ -44,9 +46,21 @@ pub struct TrainSummary {
     pub sample: Option<String>,
 }
 
-pub fn train(config: RunConfig, comm: &dyn Communicator, options: TrainOptions) -> Result<TrainSummary> {
+pub fn train(
+    config: RunConfig,
+    comm: &dyn Communicator,
+    options: TrainOptions,
+) -> Result<TrainSummary> {
     let device_index = comm.local_rank();
-    dispatch(config.backend, device_index, TrainTask { config, comm, options })?
+    dispatch(
+        config.backend,
+        device_index,
+        TrainTask {
+            config,
+            comm,
+            options,
+        },
+    )?
 }
 
 struct TrainTask<'a> {
@@ -62,13 +76,22 @@ impl BackendTask for TrainTask<'_> {
     }
 }
 
-pub fn tokens_to_tensor<B: Backend>(tokens: &[u32], rows: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+pub fn tokens_to_tensor<B: Backend>(
+    tokens: &[u32],
+    rows: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
     let values: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
     let cols = values.len() / rows.max(1);
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }
 
-fn batch_loss<B: Backend>(model: &Llama<B>, batch: &Batch, rows: usize, device: &B::Device) -> Tensor<B, 1> {
+fn batch_loss<B: Backend>(
+    model: &Llama<B>,
+    batch: &Batch,
+    rows: usize,
+    device: &B::Device,
+) -> Tensor<B, 1> {
     let inputs = tokens_to_tensor::<B>(&batch.inputs, rows, device);
     let targets = tokens_to_tensor::<B>(&batch.targets, rows, device);
     model.loss(inputs, targets)
@@ -109,7 +132,9 @@ pub fn evaluate<B: Backend>(
     let total: f64 = (0..n)
         .map(|i| {
             let batch = sequential_batch(val, seq_len, batch_size, i);
-            batch_loss(model, &batch, batch_size, device).into_scalar().elem::<f64>()
+            batch_loss(model, &batch, batch_size, device)
+                .into_scalar()
+                .elem::<f64>()
         })
         .sum();
     Some(total / n as f64)
@@ -123,8 +148,13 @@ fn run<B: AutodiffBackend>(
 ) -> Result<TrainSummary> {
     let model_config = config.model_config()?;
     let out_dir = &config.out_dir;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let RunData { tokenizer, train, val } = data::load(config, comm)?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let RunData {
+        tokenizer,
+        train,
+        val,
+    } = data::load(config, comm)?;
     let spec = BatchSpec {
         seq_len: config.data.seq_len,
         global_batch_seqs: config.global_batch_seqs(),
@@ -140,7 +170,10 @@ fn run<B: AutodiffBackend>(
     let mut optimizer = AdamW::new(&config.train).init::<B, Llama<B>>();
     let mut state = TrainState {
         step: 0,
-        loader: LoaderState { seed: config.seed, step: 0 },
+        loader: LoaderState {
+            seed: config.seed,
+            step: 0,
+        },
         world_size: comm.size(),
         tokens: 0,
         last_loss: None,
@@ -150,7 +183,8 @@ fn run<B: AutodiffBackend>(
         let dir = checkpoint::resolve(out_dir, which)?;
         let loaded = checkpoint::load(&dir)?;
         model = model.load_record(checkpoint::record_from_bytes::<B, _>(loaded.model, device)?);
-        optimizer = optimizer.load_record(checkpoint::record_from_bytes::<B, _>(loaded.optim, device)?);
+        optimizer =
+            optimizer.load_record(checkpoint::record_from_bytes::<B, _>(loaded.optim, device)?);
         state = loaded.state;
         if comm.is_root() {
             eprintln!("resuming from {} at step {}", dir.display(), state.step);
@@ -180,7 +214,8 @@ fn run<B: AutodiffBackend>(
             let grads = loss.div_scalar(accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
-        let (grads, sync) = sync_and_clip(&model, accumulator.grads(), comm, config.train.grad_clip)?;
+        let (grads, sync) =
+            sync_and_clip(&model, accumulator.grads(), comm, config.train.grad_clip)?;
         model = optimizer.step(lr, model, grads);
 
         let mut loss_buf = [(loss_sum / accum as f64) as f32];
@@ -206,13 +241,24 @@ fn run<B: AutodiffBackend>(
         }))?;
 
         let last = state.step == stop;
-        let due = |every: u64| last || (every > 0 && state.step % every == 0);
+        let due = |every: u64| last || (every > 0 && state.step.is_multiple_of(every));
         if let (Some(val), true) = (&val, config.eval.every > 0 && due(config.eval.every)) {
             if comm.is_root() {
-                val_loss = evaluate(&model.valid(), val, config.data.seq_len, rows, config.eval.batches, device);
+                val_loss = evaluate(
+                    &model.valid(),
+                    val,
+                    config.data.seq_len,
+                    rows,
+                    config.eval.batches,
+                    device,
+                );
                 if let Some(v) = val_loss {
                     let elapsed = started.elapsed().as_secs_f64();
-                    reporter.record(&Event::Val { step: state.step, val_loss: v, elapsed })?;
+                    reporter.record(&Event::Val {
+                        step: state.step,
+                        val_loss: v,
+                        elapsed,
+                    })?;
                 }
             }
         }
@@ -241,7 +287,16 @@ fn run<B: AutodiffBackend>(
             eprintln!("loss plot: {}", png.display());
         }
         if options.sample_tokens > 0 {
-            let text = generate::sample(&model.valid(), &tokenizer, "", options.sample_tokens, 0.8, 40, config.seed, device)?;
+            let text = generate::sample(
+                &model.valid(),
+                &tokenizer,
+                "",
+                options.sample_tokens,
+                0.8,
+                40,
+                config.seed,
+                device,
+            )?;
             sample = Some(text);
         }
     }
@@ -252,7 +307,8 @@ fn run<B: AutodiffBackend>(
         final_loss: state.last_loss.unwrap_or(f64::NAN),
         val_loss,
         checkpoint: last_checkpoint.unwrap_or_else(|| checkpoint::checkpoints_dir(out_dir)),
-        tokens_per_sec: steps_run * tokens_per_step as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        tokens_per_sec: steps_run * tokens_per_step as f64
+            / started.elapsed().as_secs_f64().max(1e-9),
         losses,
         sample,
     })

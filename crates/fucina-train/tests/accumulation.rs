@@ -10,8 +10,13 @@ use fucina_train::{train, TrainOptions};
 fn four_micro_batches_equal_one_big_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str, micro: &str| {
-        let config = common::tiny_run(&tmp.path().join(name), &["train.steps=8", micro, "checkpoint.every=0"]);
-        train(config, &SingleProcess, TrainOptions::default()).unwrap().losses
+        let config = common::tiny_run(
+            &tmp.path().join(name),
+            &["train.steps=8", micro, "checkpoint.every=0"],
+        );
+        train(config, &SingleProcess, TrainOptions::default())
+            .unwrap()
+            .losses
     };
     let accumulated = run("accumulated", "train.micro_batch_size=2");
     let whole = run("whole", "train.micro_batch_size=8");

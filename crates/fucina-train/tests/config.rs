@@ -18,7 +18,10 @@ lr = 1e-3
 
 fn error(text: &str, overrides: &[&str]) -> String {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    format!("{:#}", RunConfig::from_toml_str(text, &overrides).unwrap_err())
+    format!(
+        "{:#}",
+        RunConfig::from_toml_str(text, &overrides).unwrap_err()
+    )
 }
 
 #[test]
@@ -39,8 +42,14 @@ fn errors_name_the_key() {
         (&["model.hidden_size=30"], "num_attention_heads"),
         (&["model.preset=\"llama-99b\""], "llama-99b"),
         (&["model.hidden_sise=64"], "hidden_sise"),
-        (&["data.seq_len=512", "train.global_batch_tokens=1024"], "max_position_embeddings"),
-        (&["train.global_batch_tokens=100"], "multiple of data.seq_len"),
+        (
+            &["data.seq_len=512", "train.global_batch_tokens=1024"],
+            "max_position_embeddings",
+        ),
+        (
+            &["train.global_batch_tokens=100"],
+            "multiple of data.seq_len",
+        ),
         (&["train.min_lr=1"], "train.min_lr"),
         (&["train.beta1=1.5"], "train.beta1"),
         (&["train.lr=0"], "train.lr"),
@@ -48,7 +57,10 @@ fn errors_name_the_key() {
     ];
     for (overrides, needle) in cases {
         let message = error(GOOD, overrides);
-        assert!(message.contains(needle), "{overrides:?}: {message:?} does not mention {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{overrides:?}: {message:?} does not mention {needle:?}"
+        );
     }
     assert!(error("out_dir = 3", &[]).contains("out_dir"));
     assert!(error("[train\nsteps=1", &[]).contains("line"));
@@ -56,7 +68,9 @@ fn errors_name_the_key() {
 
 #[test]
 fn overrides_parse_toml_values() {
-    let config = RunConfig::from_toml_str(GOOD, &["train.lr=3e-4".into(), "out_dir=runs/a b".into()]).unwrap();
+    let config =
+        RunConfig::from_toml_str(GOOD, &["train.lr=3e-4".into(), "out_dir=runs/a b".into()])
+            .unwrap();
     assert_eq!(config.train.lr, 3e-4);
     assert_eq!(config.out_dir.to_str(), Some("runs/a b"));
 }

@@ -52,7 +52,11 @@ fn adamw_matches_pytorch_formula_and_skips_decay_on_vectors() {
     };
     let mut optim = AdamW::new(&config.train).init::<AD, Pair<AD>>();
     // loss = Σ c·w with coefficients changing per step: the gradient of each weight is c.
-    let coefficients = [[0.3f32, -0.2, 0.1, 0.7, 0.5, -0.4], [-0.1, 0.4, 0.2, -0.3, 0.6, 0.2], [0.2, 0.2, -0.5, 0.1, -0.2, 0.3]];
+    let coefficients = [
+        [0.3f32, -0.2, 0.1, 0.7, 0.5, -0.4],
+        [-0.1, 0.4, 0.2, -0.3, 0.6, 0.2],
+        [0.2, 0.2, -0.5, 0.1, -0.2, 0.3],
+    ];
     let lr = 0.01;
     for c in coefficients {
         let cm = Tensor::<AD, 2>::from_data([[c[0], c[1]], [c[2], c[3]]], &device);
@@ -63,18 +67,32 @@ fn adamw_matches_pytorch_formula_and_skips_decay_on_vectors() {
     }
     let got_m: Vec<f32> = model.matrix.val().into_data().into_vec().unwrap();
     let got_v: Vec<f32> = model.vector.val().into_data().into_vec().unwrap();
-    let initial: Vec<f32> = w_matrix.iter().flatten().chain(w_vector.iter()).copied().collect();
+    let initial: Vec<f32> = w_matrix
+        .iter()
+        .flatten()
+        .chain(w_vector.iter())
+        .copied()
+        .collect();
     for (i, got) in got_m.iter().chain(got_v.iter()).enumerate() {
         let grads: Vec<f64> = coefficients.iter().map(|c| c[i] as f64).collect();
         let decay = if i < 4 { 0.1 } else { 0.0 };
         let expected = reference_adamw(initial[i] as f64, &grads, lr, decay);
-        assert!((*got as f64 - expected).abs() < 1e-6, "weight {i}: {got} vs {expected}");
+        assert!(
+            (*got as f64 - expected).abs() < 1e-6,
+            "weight {i}: {got} vs {expected}"
+        );
     }
 }
 
 #[test]
 fn schedule_warms_up_linearly_then_decays_to_min_lr() {
-    let c = run_config(&["train.steps=110", "train.warmup_steps=10", "train.lr=1.0", "train.min_lr=0.1"]).train;
+    let c = run_config(&[
+        "train.steps=110",
+        "train.warmup_steps=10",
+        "train.lr=1.0",
+        "train.min_lr=0.1",
+    ])
+    .train;
     assert!((learning_rate(&c, 0) - 0.1).abs() < 1e-12);
     assert!((learning_rate(&c, 9) - 1.0).abs() < 1e-12);
     assert!((learning_rate(&c, 10) - 1.0).abs() < 1e-12);
@@ -96,8 +114,12 @@ fn clip_case(max_norm: f64) -> (Vec<f32>, f64) {
     let loss = (model.matrix.val() * cm).sum() + (model.vector.val() * cv).sum();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let (mut grads, stats) = sync_and_clip(&model, grads, &SingleProcess, max_norm).unwrap();
-    let gm = grads.remove::<<AD as AutodiffBackend>::InnerBackend, 2>(model.matrix.id).unwrap();
-    let gv = grads.remove::<<AD as AutodiffBackend>::InnerBackend, 1>(model.vector.id).unwrap();
+    let gm = grads
+        .remove::<<AD as AutodiffBackend>::InnerBackend, 2>(model.matrix.id)
+        .unwrap();
+    let gv = grads
+        .remove::<<AD as AutodiffBackend>::InnerBackend, 1>(model.vector.id)
+        .unwrap();
     let mut all: Vec<f32> = gm.into_data().into_vec().unwrap();
     all.extend(gv.into_data().into_vec::<f32>().unwrap());
     (all, stats.grad_norm)

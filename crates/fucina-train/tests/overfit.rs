@@ -30,7 +30,14 @@ fn overfitting_one_batch_drives_the_loss_near_zero() {
         let (grads, _) = sync_and_clip(&model, grads, &SingleProcess, 1.0).unwrap();
         model = optim.step(1e-2, model, grads);
     }
-    assert!((losses[0] - 4096f64.ln()).abs() < 0.1, "initial loss {}", losses[0]);
+    assert!(
+        (losses[0] - 4096f64.ln()).abs() < 0.1,
+        "initial loss {}",
+        losses[0]
+    );
     let last = *losses.last().unwrap();
-    assert!(last < 0.05, "loss after 150 steps on one batch: {last} ({losses:?})");
+    assert!(
+        last < 0.05,
+        "loss after 150 steps on one batch: {last} ({losses:?})"
+    );
 }

@@ -25,18 +25,40 @@ fn twenty_steps_equal_ten_plus_resume_plus_ten() {
 
     let split = tiny_run(&tmp.path().join("split"), &[]);
     // Stop after step 10 of the 20-step schedule: an interrupted run, not a shorter one.
-    let stop = TrainOptions { stop_after: Some(10), ..Default::default() };
+    let stop = TrainOptions {
+        stop_after: Some(10),
+        ..Default::default()
+    };
     let first_half = train(split.clone(), &SingleProcess, stop).unwrap();
     let resumed = train(
         split.clone(),
         &SingleProcess,
-        TrainOptions { resume: Some("auto".into()), ..Default::default() },
+        TrainOptions {
+            resume: Some("auto".into()),
+            ..Default::default()
+        },
     )
     .unwrap();
 
-    let joined: Vec<u64> = first_half.losses.iter().chain(&resumed.losses).map(|l| l.to_bits()).collect();
+    let joined: Vec<u64> = first_half
+        .losses
+        .iter()
+        .chain(&resumed.losses)
+        .map(|l| l.to_bits())
+        .collect();
     let expected: Vec<u64> = whole.losses.iter().map(|l| l.to_bits()).collect();
-    assert_eq!(joined, expected, "losses differ:\n{:?}\n{:?}", first_half.losses, whole.losses);
-    assert_eq!(final_weights(&straight), final_weights(&split), "final weights differ");
-    assert!(whole.final_loss < whole.losses[0], "the run must learn something");
+    assert_eq!(
+        joined, expected,
+        "losses differ:\n{:?}\n{:?}",
+        first_half.losses, whole.losses
+    );
+    assert_eq!(
+        final_weights(&straight),
+        final_weights(&split),
+        "final weights differ"
+    );
+    assert!(
+        whole.final_loss < whole.losses[0],
+        "the run must learn something"
+    );
 }

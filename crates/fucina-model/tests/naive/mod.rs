@@ -104,7 +104,10 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], seq: usize, s: &Shape) -> Vec<
 pub fn forward(w: &Weights, s: &Shape, tokens: &[usize]) -> Vec<f64> {
     let (seq, h) = (tokens.len(), s.hidden);
     let (q_dim, kv_dim) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
-    let mut x: Vec<f64> = tokens.iter().flat_map(|&t| w.embed[t * h..(t + 1) * h].to_vec()).collect();
+    let mut x: Vec<f64> = tokens
+        .iter()
+        .flat_map(|&t| w.embed[t * h..(t + 1) * h].to_vec())
+        .collect();
     for l in &w.layers {
         let n = rms_norm(&x, seq, h, &l.ln1, s.eps);
         let mut q = matmul(&n, seq, &l.wq, h, q_dim);
@@ -118,7 +121,11 @@ pub fn forward(w: &Weights, s: &Shape, tokens: &[usize]) -> Vec<f64> {
         let ffn = l.gate.len() / h;
         let g = matmul(&n, seq, &l.gate, h, ffn);
         let u = matmul(&n, seq, &l.up, h, ffn);
-        let act: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+        let act: Vec<f64> = g
+            .iter()
+            .zip(&u)
+            .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+            .collect();
         let m = matmul(&act, seq, &l.down, ffn, h);
         x.iter_mut().zip(&m).for_each(|(x, m)| *x += m);
     }
@@ -129,7 +136,8 @@ pub fn forward(w: &Weights, s: &Shape, tokens: &[usize]) -> Vec<f64> {
             let mut logits = vec![0.0; seq * s.vocab];
             for t in 0..seq {
                 for v in 0..s.vocab {
-                    logits[t * s.vocab + v] = (0..h).map(|i| x[t * h + i] * w.embed[v * h + i]).sum();
+                    logits[t * s.vocab + v] =
+                        (0..h).map(|i| x[t * h + i] * w.embed[v * h + i]).sum();
                 }
             }
             logits

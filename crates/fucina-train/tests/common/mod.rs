@@ -43,7 +43,12 @@ pub fn param_bits<M: Module<B>>(module: &M) -> Vec<u32> {
     struct Collect(Vec<u32>);
     impl ModuleVisitor<B> for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let values = param.val().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+            let values = param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap();
             self.0.extend(values.iter().map(|v| v.to_bits()));
         }
     }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# README command 2 (and what CI runs): formatting, lints, a compile check of the GPU backends
+# (which cannot run without a GPU but must keep building), then every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "GPU backends compile (cuda, rocm, wgpu)"
+cargo check --features cuda,rocm,wgpu,ndarray
+
+step "tests (release build, shared with the quickstart)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --workspace 2>&1 | tee "$log" || status=$?
+# One closing line over all test binaries, so a summary is not mistaken for the last binary's.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
