@@ -183,4 +183,11 @@ fn first_errors_are_clear() {
     assert!(message.contains("checkpoint"), "{message}");
     let message = fails(&["plot", tmp.path().to_str().unwrap()]);
     assert!(message.contains("metrics.jsonl"), "{message}");
+
+    if !cfg!(feature = "cuda") {
+        let config = tmp.path().join("run.toml");
+        std::fs::write(&config, run_toml(tmp.path())).unwrap();
+        let message = fails(&["train", config.to_str().unwrap(), "--set", "backend=cuda"]);
+        assert!(message.contains("--features cuda"), "{message}");
+    }
 }

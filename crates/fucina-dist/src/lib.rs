@@ -1,11 +1,27 @@
 //! fucina-dist: moves buffers between ranks. It knows nothing of models: the trainer flattens
 //! whatever it needs to share into `f32` or byte buffers and hands them over.
 
+#[cfg(feature = "mpi")]
+mod mpi_comm;
+mod mpirun;
+pub mod placement;
 mod single;
 
+#[cfg(feature = "mpi")]
+pub use mpi_comm::MpiComm;
+pub use mpirun::mpirun_command;
 pub use single::SingleProcess;
 
 use anyhow::Result;
+
+/// Where the time of a bucketed all-reduce went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BucketTiming {
+    /// From the first copy to the last reduced bucket.
+    pub total_seconds: f64,
+    /// Spent blocked in MPI rather than copying: communication not hidden behind the copies.
+    pub blocked_seconds: f64,
+}
 
 /// The collectives the trainer needs. Every rank must call them in the same order.
 pub trait Communicator {
@@ -16,16 +32,66 @@ pub trait Communicator {
     fn local_size(&self) -> usize;
     /// Element-wise sum over all ranks, in place, identical on every rank afterwards.
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
+    /// Sums buckets of the given sizes over all ranks. `fill(k, buf)` writes this rank's bucket
+    /// k; it is called in order, while the reductions of earlier buckets are in flight.
+    fn all_reduce_sum_buckets(
+        &self,
+        sizes: &[usize],
+        fill: &mut dyn FnMut(usize, &mut [f32]),
+    ) -> Result<(Vec<Vec<f32>>, BucketTiming)>;
+    /// `send` holds `size()` blocks of `recv.len()`; rank r receives the sum of block r.
+    fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
+    /// Concatenates every rank's `send`, in rank order, into `recv` on every rank.
+    fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
     /// Replaces `buf` on every rank with the bytes of `root`.
     fn broadcast_bytes(&self, root: usize, buf: &mut Vec<u8>) -> Result<()>;
     fn barrier(&self) -> Result<()>;
+    /// Ends every rank of the job: the way out when one rank fails and the others would wait
+    /// forever in the next collective.
+    fn abort(&self, code: i32) -> !;
 
     fn is_root(&self) -> bool {
         self.rank() == 0
     }
 }
 
-/// The communicator for this process: world size 1 unless started by a launcher.
+/// World size announced by a launcher (`mpirun`, `srun`, `mpiexec`), if this process has one.
+pub fn launcher_world_size(env: &dyn Fn(&str) -> Option<String>) -> Option<usize> {
+    const SIZE_VARS: &[&str] = &[
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "SLURM_STEP_NUM_TASKS",
+        "PALS_SIZE",
+        "MPI_LOCALNRANKS",
+    ];
+    const RANK_ONLY_VARS: &[&str] = &["PMIX_RANK", "PALS_RANKID", "PMI_RANK"];
+    let size = SIZE_VARS
+        .iter()
+        .find_map(|v| env(v).and_then(|s| s.trim().parse().ok()));
+    size.or_else(|| RANK_ONLY_VARS.iter().any(|v| env(v).is_some()).then_some(0))
+}
+
+/// The communicator for this process: MPI when a launcher started it (or `FUCINA_MPI=1`),
+/// otherwise a world of size 1 without touching MPI, so that a laptop needs no MPI at all.
 pub fn init() -> Result<Box<dyn Communicator>> {
-    Ok(Box::new(SingleProcess))
+    let env = placement::process_env;
+    let forced = env("FUCINA_MPI");
+    let launched = launcher_world_size(&env);
+    let use_mpi = match forced.as_deref() {
+        Some("1") => true,
+        Some("0") => false,
+        _ => launched.is_some(),
+    };
+    if !use_mpi {
+        return Ok(Box::new(SingleProcess));
+    }
+    #[cfg(feature = "mpi")]
+    return Ok(Box::new(MpiComm::init()?));
+    #[cfg(not(feature = "mpi"))]
+    match launched {
+        Some(n) if n > 1 => anyhow::bail!(
+            "started by a launcher with {n} ranks, but this fucina was built without MPI (rebuild with --features mpi)"
+        ),
+        _ => Ok(Box::new(SingleProcess)),
+    }
 }

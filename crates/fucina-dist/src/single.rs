@@ -1,4 +1,4 @@
-use crate::Communicator;
+use crate::{BucketTiming, Communicator};
 use anyhow::{ensure, Result};
 
 /// A process started without `mpirun`/`srun`: every collective is the identity.
@@ -20,11 +20,54 @@ impl Communicator for SingleProcess {
     fn all_reduce_sum(&self, _buf: &mut [f32]) -> Result<()> {
         Ok(())
     }
+    fn all_reduce_sum_buckets(
+        &self,
+        sizes: &[usize],
+        fill: &mut dyn FnMut(usize, &mut [f32]),
+    ) -> Result<(Vec<Vec<f32>>, BucketTiming)> {
+        let started = std::time::Instant::now();
+        let buckets = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                let mut buf = vec![0.0; n];
+                fill(k, &mut buf);
+                buf
+            })
+            .collect();
+        let total_seconds = started.elapsed().as_secs_f64();
+        Ok((
+            buckets,
+            BucketTiming {
+                total_seconds,
+                blocked_seconds: 0.0,
+            },
+        ))
+    }
+    fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        ensure!(
+            send.len() == recv.len(),
+            "reduce-scatter over one rank needs equal buffers"
+        );
+        recv.copy_from_slice(send);
+        Ok(())
+    }
+    fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        ensure!(
+            send.len() == recv.len(),
+            "all-gather over one rank needs equal buffers"
+        );
+        recv.copy_from_slice(send);
+        Ok(())
+    }
     fn broadcast_bytes(&self, root: usize, _buf: &mut Vec<u8>) -> Result<()> {
         ensure!(root == 0, "broadcast from rank {root} in a world of size 1");
         Ok(())
     }
     fn barrier(&self) -> Result<()> {
         Ok(())
+    }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
     }
 }

@@ -1,0 +1,96 @@
+//! Checks every collective fucina uses against closed-form results. Run it under the launcher of
+//! a new cluster (`srun -n 8 fucina-collectives`) before a long job; the tests run it with mpirun.
+
+use anyhow::{ensure, Result};
+use fucina_dist::Communicator;
+
+fn check(comm: &dyn Communicator) -> Result<()> {
+    let (rank, n) = (comm.rank(), comm.size());
+    let ranks_sum = (n * (n - 1) / 2) as f32;
+
+    let mut buf: Vec<f32> = (0..1000)
+        .map(|i| ((rank + 1) * (i % 7 + 1)) as f32)
+        .collect();
+    comm.all_reduce_sum(&mut buf)?;
+    for (i, v) in buf.iter().enumerate() {
+        let expected = ((i % 7 + 1) * n * (n + 1) / 2) as f32;
+        ensure!(
+            *v == expected,
+            "all_reduce_sum[{i}] = {v}, expected {expected}"
+        );
+    }
+
+    let sizes = [7, 1, 4099, 333, 0, 12];
+    let (buckets, _) = comm.all_reduce_sum_buckets(&sizes, &mut |k, b| {
+        for (j, v) in b.iter_mut().enumerate() {
+            *v = (rank * 100 + k + j % 50) as f32;
+        }
+    })?;
+    for (k, bucket) in buckets.iter().enumerate() {
+        ensure!(
+            bucket.len() == sizes[k],
+            "bucket {k} has {} values",
+            bucket.len()
+        );
+        for (j, v) in bucket.iter().enumerate() {
+            let expected = 100.0 * ranks_sum + (n * (k + j % 50)) as f32;
+            ensure!(*v == expected, "bucket {k}[{j}] = {v}, expected {expected}");
+        }
+    }
+
+    let block = 5;
+    let send: Vec<f32> = (0..n * block).map(|i| (rank + i) as f32).collect();
+    let mut recv = vec![0.0; block];
+    comm.reduce_scatter_sum(&send, &mut recv)?;
+    for (j, v) in recv.iter().enumerate() {
+        let expected = ranks_sum + (n * (rank * block + j)) as f32;
+        ensure!(
+            *v == expected,
+            "reduce_scatter[{j}] = {v}, expected {expected}"
+        );
+    }
+
+    let mut gathered = vec![0.0; 3 * n];
+    comm.all_gather(&[rank as f32; 3], &mut gathered)?;
+    let expected: Vec<f32> = (0..n).flat_map(|r| [r as f32; 3]).collect();
+    ensure!(gathered == expected, "all_gather = {gathered:?}");
+
+    for root in [0, n - 1] {
+        let payload: Vec<u8> = (0..10_007).map(|i| (i * 31 + root) as u8).collect();
+        let mut bytes = if rank == root {
+            payload.clone()
+        } else {
+            vec![1, 2, 3]
+        };
+        comm.broadcast_bytes(root, &mut bytes)?;
+        ensure!(bytes == payload, "broadcast from {root} differs");
+    }
+    comm.barrier()?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let comm = match fucina_dist::init() {
+        Ok(comm) => comm,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match check(comm.as_ref()) {
+        Ok(()) => {
+            println!(
+                "rank {}/{}: local {}/{}: collectives ok",
+                comm.rank(),
+                comm.size(),
+                comm.local_rank(),
+                comm.local_size()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rank {}: {e:#}", comm.rank());
+            comm.abort(3)
+        }
+    }
+}
