@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what fucina needs on Debian/Ubuntu, skipping whatever is already there:
-# a C toolchain and font libraries (loss plots), Mesa's Vulkan drivers (the wgpu backend,
-# in software when there is no GPU), and a Rust toolchain recent enough for burn 0.21.
+# a C toolchain and font libraries (loss plots), Open MPI with libclang (rsmpi generates its
+# bindings from the MPI headers), Mesa's Vulkan drivers (the wgpu backend, in software when
+# there is no GPU), and a Rust toolchain recent enough for burn 0.21.
 set -euo pipefail
 
 packages=(build-essential pkg-config libfontconfig1-dev libfreetype-dev fonts-dejavu-core
-          mesa-vulkan-drivers curl ca-certificates)
+          libopenmpi-dev openmpi-bin libclang-dev mesa-vulkan-drivers curl ca-certificates)
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,8 +1,9 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fucina_data::{prepare, train_bpe, PrepareOptions, TextTokenizer};
+use fucina_dist::CollectiveError;
 use fucina_train::generate::{self, GenerateOptions};
-use fucina_train::{plot, RunConfig, TrainOptions};
+use fucina_train::{plot, RunConfig, TrainOptions, TrainSummary};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -97,7 +98,7 @@ enum TokenizerCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Training tokens/s of a model preset on the built-in corpus.
+    /// Training tokens/s of a model preset on the built-in corpus (under mpirun: of the job).
     Train {
         #[arg(long, default_value = "small")]
         preset: String,
@@ -106,6 +107,50 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         steps: u64,
     },
+    /// The gradient-sync path against a raw MPI_Allreduce of the same bytes; run under mpirun/srun.
+    Allreduce {
+        /// Model sizes in millions of parameters.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        sizes: Vec<f64>,
+        #[arg(long, default_value_t = 25.0)]
+        bucket_mb: f64,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+    },
+    /// Training tokens/s of N ranks against one, one thread each (starts mpirun itself).
+    Scaling {
+        #[arg(long, default_value_t = 2)]
+        ranks: usize,
+        #[arg(long, default_value = "small")]
+        preset: String,
+        #[arg(long, default_value_t = 6)]
+        steps: u64,
+    },
+}
+
+fn report(summary: &TrainSummary, root: bool) {
+    if !root {
+        return;
+    }
+    if let Some(text) = &summary.sample {
+        println!("--- sample ---\n{text}\n--------------");
+    }
+    if summary.world_size > 1 {
+        eprintln!(
+            "replicas identical on {} ranks (parameter hash {:016x})",
+            summary.world_size, summary.parameter_hash
+        );
+    }
+    eprintln!(
+        "done: {} steps, loss {:.4}{}, checkpoint {}",
+        summary.steps,
+        summary.final_loss,
+        summary
+            .val_loss
+            .map(|v| format!(", val_loss {v:.4}"))
+            .unwrap_or_default(),
+        summary.checkpoint.display()
+    );
 }
 
 pub fn run() -> Result<()> {
@@ -119,29 +164,27 @@ pub fn run() -> Result<()> {
         } => {
             let config = RunConfig::load(&config, &overrides)?;
             let comm = fucina_dist::init()?;
-            let summary = fucina_train::train(
-                config,
-                comm.as_ref(),
-                TrainOptions {
-                    resume,
-                    sample_tokens,
-                    stop_after,
-                },
-            )?;
-            if comm.is_root() {
-                if let Some(text) = &summary.sample {
-                    println!("--- sample ---\n{text}\n--------------");
+            let options = TrainOptions {
+                resume,
+                sample_tokens,
+                stop_after,
+            };
+            match fucina_train::train(config, comm.as_ref(), options) {
+                Ok(summary) => report(&summary, comm.is_root()),
+                Err(error) if comm.size() == 1 => return Err(error),
+                // Raised by every rank at once: rank 0 tells, all exit together.
+                Err(error) if error.is::<CollectiveError>() => {
+                    if comm.is_root() {
+                        eprintln!("error: {error:#}");
+                    }
+                    drop(comm);
+                    std::process::exit(1)
                 }
-                eprintln!(
-                    "done: {} steps, loss {:.4}{}, checkpoint {}",
-                    summary.steps,
-                    summary.final_loss,
-                    summary
-                        .val_loss
-                        .map(|v| format!(", val_loss {v:.4}"))
-                        .unwrap_or_default(),
-                    summary.checkpoint.display()
-                );
+                // Other ranks may be waiting in a collective for this one: end them all.
+                Err(error) => {
+                    eprintln!("error: rank {}: {error:#}", comm.rank());
+                    comm.abort(1)
+                }
             }
         }
         Command::Prepare {
@@ -198,16 +241,34 @@ pub fn run() -> Result<()> {
                 .with_context(|| format!("cannot plot {}", run_dir.display()))?;
             eprintln!("wrote {}", png.display());
         }
-        Command::Bench {
-            command:
-                BenchCommand::Train {
-                    preset,
-                    backend,
-                    steps,
-                },
-        } => {
-            fucina_train::bench::train(&preset, &backend, steps)?;
-        }
+        Command::Bench { command } => match command {
+            BenchCommand::Train {
+                preset,
+                backend,
+                steps,
+            } => {
+                fucina_train::bench::train(&preset, &backend, steps)?;
+            }
+            BenchCommand::Allreduce {
+                sizes,
+                bucket_mb,
+                iters,
+            } => {
+                fucina_train::bench::allreduce(
+                    sizes,
+                    bucket_mb,
+                    iters,
+                    fucina_train::BackendKind::Cpu,
+                )?;
+            }
+            BenchCommand::Scaling {
+                ranks,
+                preset,
+                steps,
+            } => {
+                fucina_train::bench::scaling(ranks, &preset, steps)?;
+            }
+        },
     }
     Ok(())
 }

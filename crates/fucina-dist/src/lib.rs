@@ -14,6 +14,19 @@ pub use single::SingleProcess;
 
 use anyhow::Result;
 
+/// An error every rank raised together, after agreeing on it through the communicator: one
+/// rank reporting it is enough, and no rank is left waiting for the others.
+#[derive(Debug)]
+pub struct CollectiveError(pub String);
+
+impl std::fmt::Display for CollectiveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CollectiveError {}
+
 /// Where the time of a bucketed all-reduce went.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BucketTiming {
@@ -31,7 +44,12 @@ pub trait Communicator {
     fn local_rank(&self) -> usize;
     fn local_size(&self) -> usize;
     /// Element-wise sum over all ranks, in place, identical on every rank afterwards.
-    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
+        let send = buf.to_vec();
+        self.all_reduce_sum_into(&send, buf)
+    }
+    /// The plain `MPI_Allreduce(sum)` of `send` into `recv`.
+    fn all_reduce_sum_into(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
     /// Sums buckets of the given sizes over all ranks. `fill(k, buf)` writes this rank's bucket
     /// k; it is called in order, while the reductions of earlier buckets are in flight.
     fn all_reduce_sum_buckets(

@@ -51,11 +51,15 @@ impl Communicator for MpiComm {
         self.local_size
     }
 
-    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
-        for chunk in buf.chunks_mut(MAX_COUNT) {
-            let send = chunk.to_vec();
-            self.world
-                .all_reduce_into(&send[..], chunk, SystemOperation::sum());
+    fn all_reduce_sum_into(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        ensure!(
+            send.len() == recv.len(),
+            "all-reduce of {} values into {}",
+            send.len(),
+            recv.len()
+        );
+        for (s, r) in send.chunks(MAX_COUNT).zip(recv.chunks_mut(MAX_COUNT)) {
+            self.world.all_reduce_into(s, r, SystemOperation::sum());
         }
         Ok(())
     }

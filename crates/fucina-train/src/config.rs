@@ -30,6 +30,8 @@ pub struct RunConfig {
     pub eval: EvalConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub dist: DistConfig,
 }
 
 fn default_seed() -> u64 {
@@ -139,6 +141,25 @@ impl Default for CheckpointConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistConfig {
+    /// Gradient fusion bucket size in MB: one all-reduce per bucket, copies overlapping them.
+    pub bucket_mb: f64,
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        Self { bucket_mb: 25.0 }
+    }
+}
+
+impl DistConfig {
+    pub fn bucket_bytes(&self) -> usize {
+        (self.bucket_mb * 1e6) as usize
+    }
+}
+
 impl RunConfig {
     /// Reads `path`, applies `overrides` (`train.lr=3e-4`), validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
@@ -223,6 +244,15 @@ impl RunConfig {
             if !value.is_finite() || value < 0.0 {
                 bail!("{key} must be a finite number ≥ 0 (got {value})");
             }
+        }
+        if !(self.dist.bucket_mb.is_finite()
+            && self.dist.bucket_mb > 0.0
+            && self.dist.bucket_mb <= 4096.0)
+        {
+            bail!(
+                "dist.bucket_mb must lie in (0, 4096] (got {})",
+                self.dist.bucket_mb
+            );
         }
         if self.eval.every > 0 && self.eval.batches == 0 {
             bail!("eval.batches must be positive when eval.every is set");

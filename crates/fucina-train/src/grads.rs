@@ -1,30 +1,37 @@
-//! Gradients as one flat buffer: averaged over ranks in a single collective per step and
-//! clipped by their **global** norm (burn's own clipping works tensor by tensor).
+//! Gradient synchronisation: gradients are packed into fusion buckets, copied to the host and
+//! averaged over ranks (copying bucket k+1 while bucket k is reduced), clipped by their
+//! **global** norm (burn's own clipping works tensor by tensor), and handed back to burn.
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_dist::Communicator;
+use std::time::Instant;
 
 /// What a step's synchronisation measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SyncStats {
-    /// Global gradient norm before clipping.
+    /// Global gradient norm of the averaged gradients, before clipping.
     pub grad_norm: f64,
-    /// Seconds spent in the collective itself.
+    /// The whole synchronisation: packing, copies, reductions, clipping, upload.
+    pub sync_seconds: f64,
+    /// Time blocked in communication that no copy was hiding.
     pub comm_seconds: f64,
+    pub buckets: usize,
 }
 
-/// Averages `grads` over all ranks, clips the result to `max_norm` (0 = no clipping) and returns
-/// the gradients to hand to the optimizer.
+/// Averages `grads` over all ranks in buckets of at most `bucket_bytes`, clips the average to
+/// `max_norm` (0 = no clipping) and returns the gradients to hand to the optimizer.
 pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     mut grads: GradientsParams,
     comm: &dyn Communicator,
     max_norm: f64,
+    bucket_bytes: usize,
 ) -> Result<(GradientsParams, SyncStats)> {
+    let started = Instant::now();
     let mut flatten = Flatten::<B> {
         grads: &mut grads,
         parts: Vec::new(),
@@ -33,51 +40,106 @@ pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     model.visit(&mut flatten);
     let Flatten { parts, shapes, .. } = flatten;
     let device = parts.first().map(|t| t.device()).unwrap_or_default();
-    let flat = Tensor::cat(parts, 0);
-    let mut host = flat
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("gradient download: {e:?}"))?;
 
-    let started = std::time::Instant::now();
-    comm.all_reduce_sum(&mut host)?;
-    let comm_seconds = started.elapsed().as_secs_f64();
+    let buckets = plan_buckets(&shapes, bucket_bytes / 4);
+    let sizes: Vec<usize> = buckets.iter().map(|b| b.len).collect();
+    let mut pending: Vec<Option<Tensor<B::InnerBackend, 1>>> =
+        parts.into_iter().map(Some).collect();
+    let mut failure = None;
+    let (mut reduced, timing) = comm.all_reduce_sum_buckets(&sizes, &mut |k, host| {
+        let mut offset = 0;
+        for i in buckets[k].params.clone() {
+            let data = pending[i]
+                .take()
+                .expect("each gradient is packed once")
+                .into_data();
+            match data.as_slice::<f32>() {
+                Ok(values) => host[offset..offset + values.len()].copy_from_slice(values),
+                Err(e) => failure = Some(anyhow!("gradient download: {e:?}")),
+            }
+            offset += shapes[i].1.iter().product::<usize>();
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
 
-    let inv_world = 1.0 / comm.size() as f32;
-    let sum_sq: f64 = host
+    let inv_world = 1.0 / comm.size() as f64;
+    let grad_norm = reduced
         .iter()
-        .map(|&g| (g * inv_world) as f64 * (g * inv_world) as f64)
-        .sum();
-    let grad_norm = sum_sq.sqrt();
+        .map(|b| sum_of_squares(b))
+        .sum::<f64>()
+        .sqrt()
+        * inv_world;
     // PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) only when that is below 1.
     let clip = if max_norm > 0.0 && grad_norm.is_finite() {
-        (max_norm / (grad_norm + 1e-6)).min(1.0) as f32
+        (max_norm / (grad_norm + 1e-6)).min(1.0)
     } else {
         1.0
     };
-    let scale = inv_world * clip;
-    if scale != 1.0 {
-        host.iter_mut().for_each(|g| *g *= scale);
-    }
+    let scale = (inv_world * clip) as f32;
+    let uploaded: Vec<Tensor<B::InnerBackend, 1>> = reduced
+        .iter_mut()
+        .map(|bucket| {
+            if scale != 1.0 {
+                bucket.iter_mut().for_each(|g| *g *= scale);
+            }
+            let len = bucket.len();
+            Tensor::from_data(TensorData::new(std::mem::take(bucket), [len]), &device)
+        })
+        .collect();
 
-    let len = host.len();
-    let flat = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(host, [len]), &device);
     let mut out = GradientsParams::new();
+    let mut places = Vec::with_capacity(shapes.len());
+    for (k, bucket) in buckets.iter().enumerate() {
+        let mut offset = 0;
+        for i in bucket.params.clone() {
+            places.push((k, offset));
+            offset += shapes[i].1.iter().product::<usize>();
+        }
+    }
     let mut unflatten = Unflatten::<B> {
         grads: &mut out,
-        flat,
-        offset: 0,
-        shapes: shapes.into_iter(),
+        buckets: uploaded,
+        places: places
+            .into_iter()
+            .zip(shapes)
+            .collect::<Vec<Place>>()
+            .into_iter(),
     };
     model.visit(&mut unflatten);
-    Ok((
-        out,
-        SyncStats {
-            grad_norm,
-            comm_seconds,
-        },
-    ))
+    let stats = SyncStats {
+        grad_norm,
+        sync_seconds: started.elapsed().as_secs_f64(),
+        comm_seconds: timing.blocked_seconds,
+        buckets: sizes.len(),
+    };
+    Ok((out, stats))
+}
+
+struct Bucket {
+    params: std::ops::Range<usize>,
+    len: usize,
+}
+
+/// Consecutive parameters fill a bucket until it would exceed `max_values`; a parameter larger
+/// than that gets a bucket of its own.
+fn plan_buckets(shapes: &[(ParamId, Vec<usize>)], max_values: usize) -> Vec<Bucket> {
+    let mut buckets: Vec<Bucket> = Vec::new();
+    for (i, (_, dims)) in shapes.iter().enumerate() {
+        let n: usize = dims.iter().product();
+        match buckets.last_mut() {
+            Some(b) if b.len + n <= max_values.max(1) => {
+                b.params.end = i + 1;
+                b.len += n;
+            }
+            _ => buckets.push(Bucket {
+                params: i..i + 1,
+                len: n,
+            }),
+        }
+    }
+    buckets
 }
 
 struct Flatten<'a, B: AutodiffBackend> {
@@ -102,20 +164,48 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
     }
 }
 
+/// Where one parameter's gradient lies: bucket, offset in it, parameter id, shape.
+type Place = ((usize, usize), (ParamId, Vec<usize>));
+
 struct Unflatten<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    flat: Tensor<B::InnerBackend, 1>,
-    offset: usize,
-    shapes: std::vec::IntoIter<(ParamId, Vec<usize>)>,
+    buckets: Vec<Tensor<B::InnerBackend, 1>>,
+    /// (bucket, offset) of each parameter, with its id and shape, in visit order.
+    places: std::vec::IntoIter<Place>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
     fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<B, D>>) {
-        let (id, dims) = self.shapes.next().expect("same parameters on both visits");
+        let ((bucket, offset), (id, dims)) =
+            self.places.next().expect("same parameters on both visits");
         let n: usize = dims.iter().product();
         let dims: [usize; D] = dims.try_into().expect("same rank on both visits");
-        let grad = self.flat.clone().narrow(0, self.offset, n).reshape(dims);
-        self.offset += n;
+        let grad = self.buckets[bucket]
+            .clone()
+            .narrow(0, offset, n)
+            .reshape(dims);
         self.grads.register::<B::InnerBackend, D>(id, grad);
     }
+}
+
+/// Σx² in f64, summed in f32 lanes the compiler can vectorise (a plain f32 fold cannot be).
+fn sum_of_squares(values: &[f32]) -> f64 {
+    values
+        .chunks(1 << 14)
+        .map(|chunk| {
+            let mut lanes = [0f32; 16];
+            let mut exact = chunk.chunks_exact(16);
+            for group in &mut exact {
+                for (lane, v) in lanes.iter_mut().zip(group) {
+                    *lane += v * v;
+                }
+            }
+            let tail: f64 = exact
+                .remainder()
+                .iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum();
+            lanes.iter().map(|&l| l as f64).sum::<f64>() + tail
+        })
+        .sum()
 }

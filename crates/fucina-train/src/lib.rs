@@ -4,6 +4,7 @@ pub mod backend;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod consistency;
 pub mod data;
 pub mod generate;
 pub mod grads;

@@ -36,8 +36,12 @@ pub struct StepMetrics {
     /// Seconds since the run (or the resumed run) started.
     pub elapsed: f64,
     pub step_seconds: f64,
-    /// Seconds of the step spent in the gradient collective.
+    /// Seconds of the step spent synchronising gradients: packing, copies, all-reduce, clipping.
+    pub sync_seconds: f64,
+    /// Seconds blocked in communication that no copy was hiding (exposed communication).
     pub comm_seconds: f64,
+    /// `comm_seconds / step_seconds`.
+    pub exposed_comm: f64,
 }
 
 pub struct Reporter {

@@ -4,6 +4,7 @@
 use crate::backend::{dispatch, BackendTask};
 use crate::checkpoint::{self, TrainState};
 use crate::config::RunConfig;
+use crate::consistency::{check_replicas, check_same_config};
 use crate::data::{self, RunData};
 use crate::grads::sync_and_clip;
 use crate::metrics::{Event, Reporter, StepMetrics};
@@ -17,7 +18,7 @@ use burn::tensor::backend::AutodiffBackend;
 use fucina_data::{
     sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState, TokenDataset,
 };
-use fucina_dist::Communicator;
+use fucina_dist::{placement, Communicator};
 use fucina_model::{Llama, LlamaConfig};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -44,6 +45,9 @@ pub struct TrainSummary {
     pub tokens_per_sec: f64,
     pub losses: Vec<f64>,
     pub sample: Option<String>,
+    /// Hash of the final weights, checked identical on every rank.
+    pub parameter_hash: u64,
+    pub world_size: usize,
 }
 
 pub fn train(
@@ -51,7 +55,7 @@ pub fn train(
     comm: &dyn Communicator,
     options: TrainOptions,
 ) -> Result<TrainSummary> {
-    let device_index = comm.local_rank();
+    let device_index = placement::device_index(comm.local_rank(), &placement::process_env);
     dispatch(
         config.backend,
         device_index,
@@ -115,21 +119,23 @@ fn initial_model<B: AutodiffBackend>(
     Ok(Llama::new(config, device).load_record(record))
 }
 
-/// Mean loss over the first `batches` validation batches, taken in order.
+/// Mean loss over the first `batches` validation batches, taken in order; the ranks share the
+/// batches, so the result does not depend on the world size. A collective: every rank calls it.
 pub fn evaluate<B: Backend>(
     model: &Llama<B>,
     val: &TokenDataset,
     seq_len: usize,
     batch_size: usize,
     batches: usize,
+    comm: &dyn Communicator,
     device: &B::Device,
-) -> Option<f64> {
-    let available = sequential_batch_count(val, seq_len, batch_size);
-    let n = batches.min(available);
+) -> Result<Option<f64>> {
+    let n = batches.min(sequential_batch_count(val, seq_len, batch_size));
     if n == 0 {
-        return None;
+        return Ok(None);
     }
-    let total: f64 = (0..n)
+    let local: f64 = (comm.rank()..n)
+        .step_by(comm.size())
         .map(|i| {
             let batch = sequential_batch(val, seq_len, batch_size, i);
             batch_loss(model, &batch, batch_size, device)
@@ -137,7 +143,9 @@ pub fn evaluate<B: Backend>(
                 .elem::<f64>()
         })
         .sum();
-    Some(total / n as f64)
+    let mut total = [local as f32];
+    comm.all_reduce_sum(&mut total)?;
+    Ok(Some(total[0] as f64 / n as f64))
 }
 
 fn run<B: AutodiffBackend>(
@@ -147,6 +155,7 @@ fn run<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<TrainSummary> {
     let model_config = config.model_config()?;
+    check_same_config(&config.to_toml(), comm)?;
     let out_dir = &config.out_dir;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -201,6 +210,7 @@ fn run<B: AutodiffBackend>(
     let (mut losses, mut val_loss) = (Vec::new(), None);
     let mut last_checkpoint = None;
 
+    let bucket_bytes = config.dist.bucket_bytes();
     while state.step < stop {
         let step = state.step;
         let step_started = Instant::now();
@@ -214,8 +224,13 @@ fn run<B: AutodiffBackend>(
             let grads = loss.div_scalar(accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
-        let (grads, sync) =
-            sync_and_clip(&model, accumulator.grads(), comm, config.train.grad_clip)?;
+        let (grads, sync) = sync_and_clip(
+            &model,
+            accumulator.grads(),
+            comm,
+            config.train.grad_clip,
+            bucket_bytes,
+        )?;
         model = optimizer.step(lr, model, grads);
 
         let mut loss_buf = [(loss_sum / accum as f64) as f32];
@@ -237,32 +252,27 @@ fn run<B: AutodiffBackend>(
             mfu: peak.map(|p| flops_per_token * tokens_per_sec / p),
             elapsed: started.elapsed().as_secs_f64(),
             step_seconds,
+            sync_seconds: sync.sync_seconds,
             comm_seconds: sync.comm_seconds,
+            exposed_comm: sync.comm_seconds / step_seconds,
         }))?;
 
         let last = state.step == stop;
         let due = |every: u64| last || (every > 0 && state.step.is_multiple_of(every));
         if let (Some(val), true) = (&val, config.eval.every > 0 && due(config.eval.every)) {
-            if comm.is_root() {
-                val_loss = evaluate(
-                    &model.valid(),
-                    val,
-                    config.data.seq_len,
-                    rows,
-                    config.eval.batches,
-                    device,
-                );
-                if let Some(v) = val_loss {
-                    let elapsed = started.elapsed().as_secs_f64();
-                    reporter.record(&Event::Val {
-                        step: state.step,
-                        val_loss: v,
-                        elapsed,
-                    })?;
-                }
+            let (seq_len, batches) = (config.data.seq_len, config.eval.batches);
+            val_loss = evaluate(&model.valid(), val, seq_len, rows, batches, comm, device)?;
+            if let Some(v) = val_loss {
+                let elapsed = started.elapsed().as_secs_f64();
+                reporter.record(&Event::Val {
+                    step: state.step,
+                    val_loss: v,
+                    elapsed,
+                })?;
             }
         }
         if due(config.checkpoint.every) {
+            check_replicas::<B, _>(&model, state.step, comm)?;
             if comm.is_root() {
                 let model_bytes = checkpoint::record_to_bytes::<B, _>(model.clone().into_record())?;
                 let optim_bytes = checkpoint::record_to_bytes::<B, _>(optimizer.to_record())?;
@@ -280,6 +290,7 @@ fn run<B: AutodiffBackend>(
         }
     }
     reporter.finish();
+    let parameter_hash = check_replicas::<B, _>(&model, state.step, comm)?;
 
     let mut sample = None;
     if comm.is_root() {
@@ -311,5 +322,7 @@ fn run<B: AutodiffBackend>(
             / started.elapsed().as_secs_f64().max(1e-9),
         losses,
         sample,
+        parameter_hash,
+        world_size: comm.size(),
     })
 }

@@ -113,7 +113,8 @@ fn clip_case(max_norm: f64) -> (Vec<f32>, f64) {
     let cv = Tensor::<AD, 1>::from_data([0.0f32, 12.0], &device);
     let loss = (model.matrix.val() * cm).sum() + (model.vector.val() * cv).sum();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let (mut grads, stats) = sync_and_clip(&model, grads, &SingleProcess, max_norm).unwrap();
+    let (mut grads, stats) =
+        sync_and_clip(&model, grads, &SingleProcess, max_norm, 1 << 20).unwrap();
     let gm = grads
         .remove::<<AD as AutodiffBackend>::InnerBackend, 2>(model.matrix.id)
         .unwrap();

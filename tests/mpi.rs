@@ -1,0 +1,153 @@
+//! Data parallelism under a real `mpirun`: the same run on 1, 2 and 3 ranks gives the same
+//! losses, replicas stay bit-identical, and a rank with a different config stops the job.
+#![cfg(feature = "mpi")]
+
+use fucina_dist::mpirun_command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const EXE: &str = env!("CARGO_BIN_EXE_fucina");
+
+/// 12 sequences per step: divisible by 1, 2 and 3 ranks × micro-batches of 2; small buckets so
+/// that parameters straddle several of them.
+fn write_config(dir: &Path, micro_batch: usize) -> String {
+    let path = dir.join(format!("run-{micro_batch}.toml"));
+    let text = format!(
+        r#"out_dir = "{}"
+seed = 21
+[model]
+preset = "tiny"
+[data]
+dir = "builtin"
+seq_len = 32
+[train]
+steps = 20
+global_batch_tokens = {tokens}
+micro_batch_size = {micro_batch}
+lr = 3e-3
+min_lr = 3e-4
+warmup_steps = 3
+[eval]
+every = 10
+batches = 3
+[checkpoint]
+every = 10
+keep = 0
+[dist]
+bucket_mb = 0.013
+"#,
+        dir.join("unused").display(),
+        tokens = if micro_batch == 2 { 12 * 32 } else { 8 * 32 },
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn check(out: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{what} failed:\n{stderr}");
+    stderr
+}
+
+/// Training losses of a run, read back from its metrics file.
+fn losses(run_dir: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "train")
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
+}
+
+fn train(np: usize, config: &str, out_dir: &Path, extra: &[&str]) -> Output {
+    let mut command = if np == 1 {
+        Command::new(EXE)
+    } else {
+        mpirun_command(np, EXE)
+    };
+    let out_dir = format!("out_dir={}", out_dir.display());
+    command
+        .args(["train", config, "--sample-tokens", "0", "--set", &out_dir])
+        .args(extra);
+    command
+        .output()
+        .expect("mpirun is installed (scripts/setup.sh installs Open MPI)")
+}
+
+fn assert_close(a: &[f64], b: &[f64], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: step counts differ");
+    for (step, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * y.abs(),
+            "{what}, step {}: {x} vs {y}",
+            step + 1
+        );
+    }
+}
+
+#[test]
+fn two_and_three_ranks_follow_the_single_process_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), 2);
+    let mut curves = Vec::new();
+    for np in [1, 2, 3] {
+        let dir = tmp.path().join(format!("np{np}"));
+        let stderr = check(&train(np, &config, &dir, &[]), &format!("{np} ranks"));
+        if np > 1 {
+            // Every rank hashes its weights at each checkpoint and at the end; any difference fails.
+            let line = format!("replicas identical on {np} ranks");
+            assert!(stderr.contains(&line), "missing {line:?}:\n{stderr}");
+        }
+        curves.push(losses(&dir));
+    }
+    assert_eq!(curves[0].len(), 20);
+    assert_close(&curves[1], &curves[0], "2 ranks vs 1");
+    assert_close(&curves[2], &curves[0], "3 ranks vs 1");
+    assert!(
+        curves[0][19] < curves[0][0] - 0.2,
+        "the run must learn: {:?}",
+        curves[0]
+    );
+}
+
+#[test]
+fn two_ranks_of_two_micro_batches_equal_one_rank_of_four() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 8 sequences per step in micro-batches of 2: 1 rank accumulates 4, each of 2 ranks 2.
+    let config = write_config(tmp.path(), 2);
+    let eight = ["--set", "train.global_batch_tokens=256"];
+    check(
+        &train(1, &config, &tmp.path().join("one"), &eight),
+        "1 rank × 4",
+    );
+    check(
+        &train(2, &config, &tmp.path().join("two"), &eight),
+        "2 ranks × 2",
+    );
+    assert_close(
+        &losses(&tmp.path().join("two")),
+        &losses(&tmp.path().join("one")),
+        "2×2 vs 1×4",
+    );
+}
+
+#[test]
+fn a_rank_with_a_different_config_stops_the_job_naming_rank_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), 2);
+    let out_dir = tmp.path().join("mismatch");
+    // Rank 1 alone gets another learning rate, as a stray environment on one node would.
+    let script = format!(
+        "lr=0.003; [ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && lr=0.005; exec {EXE} train {config} --sample-tokens 0 --set out_dir={} --set train.lr=$lr",
+        out_dir.display()
+    );
+    let mut command = mpirun_command(2, "bash");
+    let out = command.args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the job must fail:\n{stderr}");
+    assert!(
+        stderr.contains("rank 1") && stderr.contains("train.lr"),
+        "{stderr}"
+    );
+    assert!(!out_dir.join("metrics.jsonl").exists(), "no step may run");
+}
