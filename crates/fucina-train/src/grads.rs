@@ -46,7 +46,7 @@ pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     let mut pending: Vec<Option<Tensor<B::InnerBackend, 1>>> =
         parts.into_iter().map(Some).collect();
     let mut failure = None;
-    let (mut reduced, timing) = comm.all_reduce_sum_buckets(&sizes, &mut |k, host| {
+    let (reduced, timing) = comm.all_reduce_sum_buckets(&sizes, &mut |k, host| {
         let mut offset = 0;
         for i in buckets[k].params.clone() {
             let data = pending[i]
@@ -78,34 +78,25 @@ pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
         1.0
     };
     let scale = (inv_world * clip) as f32;
-    let uploaded: Vec<Tensor<B::InnerBackend, 1>> = reduced
-        .iter_mut()
-        .map(|bucket| {
-            if scale != 1.0 {
-                bucket.iter_mut().for_each(|g| *g *= scale);
-            }
-            let len = bucket.len();
-            Tensor::from_data(TensorData::new(std::mem::take(bucket), [len]), &device)
-        })
-        .collect();
 
+    // Each gradient is uploaded from its slice of the reduced bucket, scaled on the way: one
+    // pass over the memory (slicing a device tensor instead copied each parameter twice).
     let mut out = GradientsParams::new();
-    let mut places = Vec::with_capacity(shapes.len());
+    let mut slices = Vec::with_capacity(shapes.len());
     for (k, bucket) in buckets.iter().enumerate() {
         let mut offset = 0;
         for i in bucket.params.clone() {
-            places.push((k, offset));
-            offset += shapes[i].1.iter().product::<usize>();
+            let n: usize = shapes[i].1.iter().product();
+            slices.push((k, offset..offset + n));
+            offset += n;
         }
     }
     let mut unflatten = Unflatten::<B> {
         grads: &mut out,
-        buckets: uploaded,
-        places: places
-            .into_iter()
-            .zip(shapes)
-            .collect::<Vec<Place>>()
-            .into_iter(),
+        reduced: &reduced,
+        scale,
+        device,
+        places: slices.into_iter().zip(shapes),
     };
     model.visit(&mut unflatten);
     let stats = SyncStats {
@@ -164,26 +155,27 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
     }
 }
 
-/// Where one parameter's gradient lies: bucket, offset in it, parameter id, shape.
-type Place = ((usize, usize), (ParamId, Vec<usize>));
-
 struct Unflatten<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    buckets: Vec<Tensor<B::InnerBackend, 1>>,
-    /// (bucket, offset) of each parameter, with its id and shape, in visit order.
-    places: std::vec::IntoIter<Place>,
+    reduced: &'a [Vec<f32>],
+    scale: f32,
+    device: burn::tensor::Device<B::InnerBackend>,
+    /// Bucket and range of each parameter, with its id and shape, in visit order.
+    places: std::iter::Zip<std::vec::IntoIter<Slice>, std::vec::IntoIter<(ParamId, Vec<usize>)>>,
 }
+
+type Slice = (usize, std::ops::Range<usize>);
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
     fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<B, D>>) {
-        let ((bucket, offset), (id, dims)) =
+        let ((bucket, range), (id, dims)) =
             self.places.next().expect("same parameters on both visits");
-        let n: usize = dims.iter().product();
+        let values: Vec<f32> = self.reduced[bucket][range]
+            .iter()
+            .map(|g| g * self.scale)
+            .collect();
         let dims: [usize; D] = dims.try_into().expect("same rank on both visits");
-        let grad = self.buckets[bucket]
-            .clone()
-            .narrow(0, offset, n)
-            .reshape(dims);
+        let grad = Tensor::from_data(TensorData::new(values, dims), &self.device);
         self.grads.register::<B::InnerBackend, D>(id, grad);
     }
 }
