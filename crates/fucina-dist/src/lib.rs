@@ -1,12 +1,14 @@
 //! fucina-dist: moves buffers between ranks. It knows nothing of models: the trainer flattens
 //! whatever it needs to share into `f32` or byte buffers and hands them over.
 
+mod buckets;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
 mod mpirun;
 pub mod placement;
 mod single;
 
+pub use buckets::Buckets;
 #[cfg(feature = "mpi")]
 pub use mpi_comm::MpiComm;
 pub use mpirun::mpirun_command;
@@ -50,13 +52,15 @@ pub trait Communicator {
     }
     /// The plain `MPI_Allreduce(sum)` of `send` into `recv`.
     fn all_reduce_sum_into(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
-    /// Sums buckets of the given sizes over all ranks. `fill(k, buf)` writes this rank's bucket
-    /// k; it is called in order, while the reductions of earlier buckets are in flight.
+    /// Sums buckets of the given sizes over all ranks into `buffers` (read them back with
+    /// `Buckets::reduced`). `fill(k, buf)` writes this rank's bucket k; it is called in order,
+    /// while the reductions of earlier buckets are in flight.
     fn all_reduce_sum_buckets(
         &self,
+        buffers: &mut Buckets,
         sizes: &[usize],
         fill: &mut dyn FnMut(usize, &mut [f32]),
-    ) -> Result<(Vec<Vec<f32>>, BucketTiming)>;
+    ) -> Result<BucketTiming>;
     /// `send` holds `size()` blocks of `recv.len()`; rank r receives the sum of block r.
     fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
     /// Concatenates every rank's `send`, in rank order, into `recv` on every rank.

@@ -1,6 +1,6 @@
 //! The communicator over MPI (rsmpi): Open MPI, MPICH, Cray MPICH, ParaStation MPI.
 
-use crate::{BucketTiming, Communicator};
+use crate::{BucketTiming, Buckets, Communicator};
 use anyhow::{anyhow, ensure, Result};
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
@@ -66,20 +66,21 @@ impl Communicator for MpiComm {
 
     fn all_reduce_sum_buckets(
         &self,
+        buffers: &mut Buckets,
         sizes: &[usize],
         fill: &mut dyn FnMut(usize, &mut [f32]),
-    ) -> Result<(Vec<Vec<f32>>, BucketTiming)> {
+    ) -> Result<BucketTiming> {
         ensure!(
             sizes.iter().all(|&n| n <= MAX_COUNT),
             "a gradient bucket exceeds {MAX_COUNT} values"
         );
-        let mut sends: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
-        let mut recvs: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+        buffers.prepare(sizes, true);
         let mut blocked = 0.0;
         let started = Instant::now();
         mpi::request::scope(|scope| {
             let mut pending = Vec::new();
-            for (k, (send, recv)) in sends.iter_mut().zip(recvs.iter_mut()).enumerate() {
+            let pairs = buffers.send.iter_mut().zip(buffers.recv.iter_mut());
+            for (k, (send, recv)) in pairs.enumerate() {
                 // Copying bucket k overlaps the reductions already in flight.
                 fill(k, send);
                 let send: &[f32] = send;
@@ -104,7 +105,7 @@ impl Communicator for MpiComm {
             total_seconds: started.elapsed().as_secs_f64(),
             blocked_seconds: blocked,
         };
-        Ok((recvs, timing))
+        Ok(timing)
     }
 
     fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {

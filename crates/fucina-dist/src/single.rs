@@ -1,4 +1,4 @@
-use crate::{BucketTiming, Communicator};
+use crate::{BucketTiming, Buckets, Communicator};
 use anyhow::{ensure, Result};
 
 /// A process started without `mpirun`/`srun`: every collective is the identity.
@@ -32,27 +32,20 @@ impl Communicator for SingleProcess {
     }
     fn all_reduce_sum_buckets(
         &self,
+        buffers: &mut Buckets,
         sizes: &[usize],
         fill: &mut dyn FnMut(usize, &mut [f32]),
-    ) -> Result<(Vec<Vec<f32>>, BucketTiming)> {
+    ) -> Result<BucketTiming> {
         let started = std::time::Instant::now();
-        let buckets = sizes
-            .iter()
-            .enumerate()
-            .map(|(k, &n)| {
-                let mut buf = vec![0.0; n];
-                fill(k, &mut buf);
-                buf
-            })
-            .collect();
+        buffers.prepare(sizes, false);
+        for (k, buf) in buffers.recv.iter_mut().enumerate() {
+            fill(k, buf);
+        }
         let total_seconds = started.elapsed().as_secs_f64();
-        Ok((
-            buckets,
-            BucketTiming {
-                total_seconds,
-                blocked_seconds: 0.0,
-            },
-        ))
+        Ok(BucketTiming {
+            total_seconds,
+            blocked_seconds: 0.0,
+        })
     }
     fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
         ensure!(

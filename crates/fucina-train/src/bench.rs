@@ -2,7 +2,7 @@
 //! path against a raw all-reduce, and data-parallel scaling.
 
 use crate::backend::{dispatch, BackendKind, BackendTask};
-use crate::grads::sync_and_clip;
+use crate::grads::GradSync;
 use crate::metrics::{read_events, Event, METRICS_FILE};
 use crate::{RunConfig, TrainOptions};
 use anyhow::{bail, Context, Result};
@@ -191,6 +191,7 @@ impl BackendTask for AllReduceBench<'_> {
             };
             let values: usize = rows.iter().sum::<usize>() * width;
             let (mut sync_times, mut raw_times) = (Vec::new(), Vec::new());
+            let mut grad_sync = GradSync::new(1.0, (self.bucket_mb * 1e6) as usize);
             let send = vec![1.0f32; values];
             let mut recv = vec![0.0f32; values];
             for iter in 0..=self.iters {
@@ -205,8 +206,7 @@ impl BackendTask for AllReduceBench<'_> {
                 }
                 comm.barrier()?;
                 let t = Instant::now();
-                let (grads, _) =
-                    sync_and_clip(&model, grads, comm, 1.0, (self.bucket_mb * 1e6) as usize)?;
+                let (grads, _) = grad_sync.run(&model, grads, comm)?;
                 let sync = t.elapsed().as_secs_f64();
                 drop(grads);
                 comm.barrier()?;

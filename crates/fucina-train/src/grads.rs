@@ -7,7 +7,7 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use fucina_dist::Communicator;
+use fucina_dist::{Buckets, Communicator};
 use std::time::Instant;
 
 /// What a step's synchronisation measured.
@@ -22,14 +22,48 @@ pub struct SyncStats {
     pub buckets: usize,
 }
 
-/// Averages `grads` over all ranks in buckets of at most `bucket_bytes`, clips the average to
-/// `max_norm` (0 = no clipping) and returns the gradients to hand to the optimizer.
-pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
+/// The gradient synchronisation of a run, with the host buffers it reuses from step to step.
+pub struct GradSync {
+    /// Clip the averaged gradients to this global norm; 0 disables clipping.
+    pub max_norm: f64,
+    pub bucket_bytes: usize,
+    buffers: Buckets,
+}
+
+impl GradSync {
+    pub fn new(max_norm: f64, bucket_bytes: usize) -> Self {
+        Self {
+            max_norm,
+            bucket_bytes,
+            buffers: Buckets::default(),
+        }
+    }
+
+    /// Averages `grads` over all ranks, clips the average, and returns what the optimizer gets.
+    pub fn run<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+        grads: GradientsParams,
+        comm: &dyn Communicator,
+    ) -> Result<(GradientsParams, SyncStats)> {
+        sync_and_clip(
+            model,
+            grads,
+            comm,
+            self.max_norm,
+            self.bucket_bytes,
+            &mut self.buffers,
+        )
+    }
+}
+
+fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     mut grads: GradientsParams,
     comm: &dyn Communicator,
     max_norm: f64,
     bucket_bytes: usize,
+    buffers: &mut Buckets,
 ) -> Result<(GradientsParams, SyncStats)> {
     let started = Instant::now();
     let mut flatten = Flatten::<B> {
@@ -46,15 +80,21 @@ pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     let mut pending: Vec<Option<Tensor<B::InnerBackend, 1>>> =
         parts.into_iter().map(Some).collect();
     let mut failure = None;
-    let (reduced, timing) = comm.all_reduce_sum_buckets(&sizes, &mut |k, host| {
+    // The downloaded gradients' memory is kept and later receives the averaged values, so
+    // no step allocates (and page-faults) fresh gradient-sized buffers.
+    let mut hosts: Vec<Vec<f32>> = Vec::with_capacity(pending.len());
+    let timing = comm.all_reduce_sum_buckets(buffers, &sizes, &mut |k, host| {
         let mut offset = 0;
         for i in buckets[k].params.clone() {
             let data = pending[i]
                 .take()
                 .expect("each gradient is packed once")
                 .into_data();
-            match data.as_slice::<f32>() {
-                Ok(values) => host[offset..offset + values.len()].copy_from_slice(values),
+            match data.into_vec::<f32>() {
+                Ok(values) => {
+                    host[offset..offset + values.len()].copy_from_slice(&values);
+                    hosts.push(values);
+                }
                 Err(e) => failure = Some(anyhow!("gradient download: {e:?}")),
             }
             offset += shapes[i].1.iter().product::<usize>();
@@ -65,6 +105,7 @@ pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     }
 
     let inv_world = 1.0 / comm.size() as f64;
+    let reduced: Vec<&[f32]> = (0..buffers.len()).map(|k| buffers.reduced(k)).collect();
     let grad_norm = reduced
         .iter()
         .map(|b| sum_of_squares(b))
@@ -94,6 +135,7 @@ pub fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     let mut unflatten = Unflatten::<B> {
         grads: &mut out,
         reduced: &reduced,
+        hosts: hosts.into_iter(),
         scale,
         device,
         places: slices.into_iter().zip(shapes),
@@ -157,7 +199,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
 
 struct Unflatten<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    reduced: &'a [Vec<f32>],
+    reduced: &'a [&'a [f32]],
+    /// Each parameter's downloaded gradient, in visit order: the memory the result goes to.
+    hosts: std::vec::IntoIter<Vec<f32>>,
     scale: f32,
     device: burn::tensor::Device<B::InnerBackend>,
     /// Bucket and range of each parameter, with its id and shape, in visit order.
@@ -170,10 +214,10 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
     fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<B, D>>) {
         let ((bucket, range), (id, dims)) =
             self.places.next().expect("same parameters on both visits");
-        let values: Vec<f32> = self.reduced[bucket][range]
-            .iter()
-            .map(|g| g * self.scale)
-            .collect();
+        let mut values = self.hosts.next().expect("one download per parameter");
+        for (out, g) in values.iter_mut().zip(&self.reduced[bucket][range]) {
+            *out = g * self.scale;
+        }
         let dims: [usize; D] = dims.try_into().expect("same rank on both visits");
         let grad = Tensor::from_data(TensorData::new(values, dims), &self.device);
         self.grads.register::<B::InnerBackend, D>(id, grad);

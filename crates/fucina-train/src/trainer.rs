@@ -6,7 +6,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::config::RunConfig;
 use crate::consistency::{check_replicas, check_same_config};
 use crate::data::{self, RunData};
-use crate::grads::sync_and_clip;
+use crate::grads::GradSync;
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::{learning_rate, AdamW};
 use crate::{generate, plot};
@@ -210,7 +210,7 @@ fn run<B: AutodiffBackend>(
     let (mut losses, mut val_loss) = (Vec::new(), None);
     let mut last_checkpoint = None;
 
-    let bucket_bytes = config.dist.bucket_bytes();
+    let mut grad_sync = GradSync::new(config.train.grad_clip, config.dist.bucket_bytes());
     while state.step < stop {
         let step = state.step;
         let step_started = Instant::now();
@@ -224,13 +224,7 @@ fn run<B: AutodiffBackend>(
             let grads = loss.div_scalar(accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
-        let (grads, sync) = sync_and_clip(
-            &model,
-            accumulator.grads(),
-            comm,
-            config.train.grad_clip,
-            bucket_bytes,
-        )?;
+        let (grads, sync) = grad_sync.run(&model, accumulator.grads(), comm)?;
         model = optimizer.step(lr, model, grads);
 
         let mut loss_buf = [(loss_sum / accum as f64) as f32];

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use common::B;
 use fucina_dist::SingleProcess;
-use fucina_train::grads::sync_and_clip;
+use fucina_train::grads::GradSync;
 use fucina_train::optim::{learning_rate, AdamW};
 use fucina_train::RunConfig;
 
@@ -113,8 +113,9 @@ fn clip_case(max_norm: f64) -> (Vec<f32>, f64) {
     let cv = Tensor::<AD, 1>::from_data([0.0f32, 12.0], &device);
     let loss = (model.matrix.val() * cm).sum() + (model.vector.val() * cv).sum();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let (mut grads, stats) =
-        sync_and_clip(&model, grads, &SingleProcess, max_norm, 1 << 20).unwrap();
+    let (mut grads, stats) = GradSync::new(max_norm, 1 << 20)
+        .run(&model, grads, &SingleProcess)
+        .unwrap();
     let gm = grads
         .remove::<<AD as AutodiffBackend>::InnerBackend, 2>(model.matrix.id)
         .unwrap();

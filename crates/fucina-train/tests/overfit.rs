@@ -6,7 +6,7 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use fucina_dist::SingleProcess;
 use fucina_model::Llama;
-use fucina_train::grads::sync_and_clip;
+use fucina_train::grads::GradSync;
 use fucina_train::optim::AdamW;
 use fucina_train::trainer::tokens_to_tensor;
 
@@ -23,11 +23,14 @@ fn overfitting_one_batch_drives_the_loss_near_zero() {
     let inputs = tokens_to_tensor::<AD>(&stream[..64], 2, &device);
     let targets = tokens_to_tensor::<AD>(&stream[1..], 2, &device);
     let mut losses = Vec::new();
+    let mut sync = GradSync::new(1.0, 1 << 20);
     for _ in 0..150 {
         let loss = model.loss(inputs.clone(), targets.clone());
         losses.push(loss.clone().into_scalar().elem::<f64>());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let (grads, _) = sync_and_clip(&model, grads, &SingleProcess, 1.0, 1 << 20).unwrap();
+        let (grads, _) = GradSync::new(1.0, 1 << 20)
+            .run(&model, grads, &SingleProcess)
+            .unwrap();
         model = optim.step(1e-2, model, grads);
     }
     assert!(

@@ -20,21 +20,31 @@ fn check(comm: &dyn Communicator) -> Result<()> {
         );
     }
 
-    let sizes = [7, 1, 4099, 333, 0, 12];
-    let (buckets, _) = comm.all_reduce_sum_buckets(&sizes, &mut |k, b| {
-        for (j, v) in b.iter_mut().enumerate() {
-            *v = (rank * 100 + k + j % 50) as f32;
-        }
-    })?;
-    for (k, bucket) in buckets.iter().enumerate() {
+    let mut buckets = fucina_dist::Buckets::default();
+    // The second call reuses, shrinks and grows the first call's buffers.
+    for sizes in [&[7, 1, 4099, 333, 0, 12][..], &[5000, 3, 0]] {
+        comm.all_reduce_sum_buckets(&mut buckets, sizes, &mut |k, b| {
+            for (j, v) in b.iter_mut().enumerate() {
+                *v = (rank * 100 + k + j % 50) as f32;
+            }
+        })?;
         ensure!(
-            bucket.len() == sizes[k],
-            "bucket {k} has {} values",
-            bucket.len()
+            buckets.len() == sizes.len(),
+            "{} buckets for {} sizes",
+            buckets.len(),
+            sizes.len()
         );
-        for (j, v) in bucket.iter().enumerate() {
-            let expected = 100.0 * ranks_sum + (n * (k + j % 50)) as f32;
-            ensure!(*v == expected, "bucket {k}[{j}] = {v}, expected {expected}");
+        for (k, &size) in sizes.iter().enumerate() {
+            let bucket = buckets.reduced(k);
+            ensure!(
+                bucket.len() == size,
+                "bucket {k} has {} values",
+                bucket.len()
+            );
+            for (j, v) in bucket.iter().enumerate() {
+                let expected = 100.0 * ranks_sum + (n * (k + j % 50)) as f32;
+                ensure!(*v == expected, "bucket {k}[{j}] = {v}, expected {expected}");
+            }
         }
     }
 
