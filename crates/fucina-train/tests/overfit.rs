@@ -28,9 +28,7 @@ fn overfitting_one_batch_drives_the_loss_near_zero() {
         let loss = model.loss(inputs.clone(), targets.clone());
         losses.push(loss.clone().into_scalar().elem::<f64>());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let (grads, _) = GradSync::new(1.0, 1 << 20)
-            .run(&model, grads, &SingleProcess)
-            .unwrap();
+        let (grads, _) = sync.run(&model, grads, &SingleProcess).unwrap();
         model = optim.step(1e-2, model, grads);
     }
     assert!(
