@@ -288,8 +288,10 @@ fn run<B: AutodiffBackend>(
 
     let mut sample = None;
     if comm.is_root() {
-        if let Ok(png) = plot::plot_run(out_dir) {
-            eprintln!("loss plot: {}", png.display());
+        // The run succeeded; a plot that cannot be drawn (no fonts, say) is only a warning.
+        match plot::plot_run(out_dir) {
+            Ok(png) => eprintln!("loss plot: {}", png.display()),
+            Err(e) => eprintln!("warning: no loss plot: {e:#}"),
         }
         if options.sample_tokens > 0 {
             let text = generate::sample(
