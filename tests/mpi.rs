@@ -151,3 +151,27 @@ fn a_rank_with_a_different_config_stops_the_job_naming_rank_and_key() {
     );
     assert!(!out_dir.join("metrics.jsonl").exists(), "no step may run");
 }
+
+#[test]
+fn a_one_rank_checkpoint_resumes_on_three_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), 2);
+    let straight = tmp.path().join("straight");
+    check(&train(1, &config, &straight, &[]), "uninterrupted");
+    let split = tmp.path().join("split");
+    check(
+        &train(1, &config, &split, &["--stop-after", "10"]),
+        "first half on 1 rank",
+    );
+    let stderr = check(
+        &train(3, &config, &split, &["--resume", "auto"]),
+        "second half on 3 ranks",
+    );
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    // The metrics file holds both halves, in order.
+    assert_close(
+        &losses(&split),
+        &losses(&straight),
+        "1 rank then 3 vs 1 rank",
+    );
+}

@@ -16,7 +16,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_data::{
-    sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState, TokenDataset,
+    sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, TokenDataset,
 };
 use fucina_dist::{placement, Communicator};
 use fucina_model::{Llama, LlamaConfig};
@@ -37,12 +37,9 @@ pub struct TrainOptions {
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
     pub steps: u64,
-    pub first_loss: Option<f64>,
     pub final_loss: f64,
     pub val_loss: Option<f64>,
     pub checkpoint: PathBuf,
-    /// Mean training throughput over the steps run by this process.
-    pub tokens_per_sec: f64,
     pub losses: Vec<f64>,
     pub sample: Option<String>,
     /// Hash of the final weights, checked identical on every rank.
@@ -119,6 +116,40 @@ fn initial_model<B: AutodiffBackend>(
     Ok(Llama::new(config, device).load_record(record))
 }
 
+/// Rank 0 reads the checkpoint and broadcasts it, so that nodes need not see the same files.
+fn load_checkpoint(
+    out_dir: &std::path::Path,
+    which: &str,
+    comm: &dyn Communicator,
+) -> Result<(PathBuf, checkpoint::Loaded)> {
+    let mut parts = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    if comm.is_root() {
+        let dir = checkpoint::resolve(out_dir, which)?;
+        let loaded = checkpoint::load(&dir)?;
+        let state = serde_json::to_vec(&loaded.state)?;
+        parts = [
+            dir.to_string_lossy().into_owned().into_bytes(),
+            loaded.model,
+            loaded.optim,
+            state,
+        ];
+    }
+    for part in &mut parts {
+        comm.broadcast_bytes(0, part)?;
+    }
+    let [dir, model, optim, state] = parts;
+    let state = serde_json::from_slice(&state).context("checkpoint state from rank 0")?;
+    let dir = PathBuf::from(String::from_utf8_lossy(&dir).into_owned());
+    Ok((
+        dir,
+        checkpoint::Loaded {
+            model,
+            optim,
+            state,
+        },
+    ))
+}
+
 /// Mean loss over the first `batches` validation batches, taken in order; the ranks share the
 /// batches, so the result does not depend on the world size. A collective: every rank calls it.
 pub fn evaluate<B: Backend>(
@@ -179,22 +210,21 @@ fn run<B: AutodiffBackend>(
     let mut optimizer = AdamW::new(&config.train).init::<B, Llama<B>>();
     let mut state = TrainState {
         step: 0,
-        loader: LoaderState {
-            seed: config.seed,
-            step: 0,
-        },
+        loader: loader.state(0),
         world_size: comm.size(),
         tokens: 0,
         last_loss: None,
         fucina_version: env!("CARGO_PKG_VERSION").into(),
     };
     if let Some(which) = &options.resume {
-        let dir = checkpoint::resolve(out_dir, which)?;
-        let loaded = checkpoint::load(&dir)?;
+        let (dir, loaded) = load_checkpoint(out_dir, which, comm)?;
         model = model.load_record(checkpoint::record_from_bytes::<B, _>(loaded.model, device)?);
         optimizer =
             optimizer.load_record(checkpoint::record_from_bytes::<B, _>(loaded.optim, device)?);
         state = loaded.state;
+        // The loader is a pure function of the step: only a different seed could move it.
+        state.step = loader.resume(&state.loader)?;
+        state.world_size = comm.size();
         if comm.is_root() {
             eprintln!("resuming from {} at step {}", dir.display(), state.step);
         }
@@ -307,15 +337,11 @@ fn run<B: AutodiffBackend>(
             sample = Some(text);
         }
     }
-    let steps_run = losses.len() as f64;
     Ok(TrainSummary {
         steps: state.step,
-        first_loss: losses.first().copied(),
         final_loss: state.last_loss.unwrap_or(f64::NAN),
         val_loss,
         checkpoint: last_checkpoint.unwrap_or_else(|| checkpoint::checkpoints_dir(out_dir)),
-        tokens_per_sec: steps_run * tokens_per_step as f64
-            / started.elapsed().as_secs_f64().max(1e-9),
         losses,
         sample,
         parameter_hash,
