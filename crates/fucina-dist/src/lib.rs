@@ -32,8 +32,6 @@ impl std::error::Error for CollectiveError {}
 /// Where the time of a bucketed all-reduce went.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BucketTiming {
-    /// From the first copy to the last reduced bucket.
-    pub total_seconds: f64,
     /// Spent blocked in MPI rather than copying: communication not hidden behind the copies.
     pub blocked_seconds: f64,
 }

@@ -19,7 +19,6 @@ pub struct SyncStats {
     pub sync_seconds: f64,
     /// Time blocked in communication that no copy was hiding.
     pub comm_seconds: f64,
-    pub buckets: usize,
 }
 
 /// The gradient synchronisation of a run, with the host buffers it reuses from step to step.
@@ -145,7 +144,6 @@ fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
         grad_norm,
         sync_seconds: started.elapsed().as_secs_f64(),
         comm_seconds: timing.blocked_seconds,
-        buckets: sizes.len(),
     };
     Ok((out, stats))
 }
