@@ -13,6 +13,10 @@ pub struct RunConfig {
     /// `cpu` (Flex, or NdArray when only that is compiled in), `flex`, `ndarray`, `wgpu`, `cuda`, `rocm`.
     #[serde(default)]
     pub backend: BackendKind,
+    /// `f32`, or `bf16` on cuda/rocm: weights, gradients, optimizer state and activations all
+    /// in bf16 (no f32 master copy), halving memory; gradients are summed across ranks in f32.
+    #[serde(default)]
+    pub precision: Precision,
     /// Seeds weight initialisation and the data order.
     #[serde(default = "default_seed")]
     pub seed: u64,
@@ -32,6 +36,14 @@ pub struct RunConfig {
     pub checkpoint: CheckpointConfig,
     #[serde(default)]
     pub dist: DistConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
 }
 
 fn default_seed() -> u64 {
@@ -106,7 +118,7 @@ fn default_grad_clip() -> f64 {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
     /// Validation loss every N steps (and after the last); 0 disables it.
     pub every: u64,
@@ -124,7 +136,7 @@ impl Default for EvalConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     /// Checkpoint every N steps (and after the last); 0 keeps only the final one.
     pub every: u64,
@@ -142,7 +154,7 @@ impl Default for CheckpointConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DistConfig {
     /// Gradient fusion bucket size in MB: one all-reduce per bucket, copies overlapping them.
     pub bucket_mb: f64,
@@ -196,6 +208,14 @@ impl RunConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        if self.precision == Precision::Bf16
+            && !matches!(self.backend, BackendKind::Cuda | BackendKind::Rocm)
+        {
+            bail!(
+                "precision = \"bf16\" needs backend cuda or rocm (got {:?}); CPU and WGPU train in f32",
+                self.backend
+            );
+        }
         let t = &self.train;
         let positive = [
             ("data.seq_len", self.data.seq_len as f64),

@@ -74,3 +74,22 @@ fn overrides_parse_toml_values() {
     assert_eq!(config.train.lr, 3e-4);
     assert_eq!(config.out_dir.to_str(), Some("runs/a b"));
 }
+
+#[test]
+fn sections_take_defaults_for_missing_keys() {
+    let text = format!("{GOOD}\n[checkpoint]\nevery = 3\n[eval]\nbatches = 2\n");
+    let config = RunConfig::from_toml_str(&text, &[]).unwrap();
+    assert_eq!((config.checkpoint.every, config.checkpoint.keep), (3, 3));
+    assert_eq!((config.eval.every, config.eval.batches), (50, 2));
+}
+
+#[test]
+fn bf16_needs_a_gpu_backend() {
+    let err = error(GOOD, &["precision=bf16"]);
+    assert!(err.contains("needs backend cuda or rocm"), "{err}");
+    let err = error(GOOD, &["precision=fp8"]);
+    assert!(err.contains("precision"), "{err}");
+    assert!(
+        RunConfig::from_toml_str(GOOD, &["backend=cuda".into(), "precision=bf16".into()]).is_ok()
+    );
+}
