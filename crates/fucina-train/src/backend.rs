@@ -1,6 +1,7 @@
 //! Run-time choice among the backends compiled in (cargo features `flex`, `ndarray`, `wgpu`,
 //! `cuda`, `rocm`), each wrapped in burn's autodiff.
 
+use crate::config::Precision;
 use anyhow::{bail, Result};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,27 @@ pub enum BackendKind {
     Rocm,
 }
 
+impl BackendKind {
+    /// Whether this binary was built with the backend's cargo feature.
+    pub fn compiled(self) -> bool {
+        match self {
+            BackendKind::Cpu => cfg!(any(feature = "flex", feature = "ndarray")),
+            BackendKind::Flex => cfg!(feature = "flex"),
+            BackendKind::Ndarray => cfg!(feature = "ndarray"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+            BackendKind::Rocm => cfg!(feature = "rocm"),
+        }
+    }
+
+    pub fn is_cpu(self) -> bool {
+        matches!(
+            self,
+            BackendKind::Cpu | BackendKind::Flex | BackendKind::Ndarray
+        )
+    }
+}
+
 /// Work generic over the backend; `dispatch` monomorphises it for the one the config names.
 pub trait BackendTask {
     type Output;
@@ -28,9 +50,14 @@ pub trait BackendTask {
 #[allow(unreachable_code, unused_variables)]
 pub fn dispatch<T: BackendTask>(
     kind: BackendKind,
+    precision: Precision,
     device_index: usize,
     task: T,
 ) -> Result<T::Output> {
+    let bf16 = precision == Precision::Bf16;
+    if bf16 && !matches!(kind, BackendKind::Cuda | BackendKind::Rocm) {
+        bail!("precision bf16 needs backend cuda or rocm (got {kind:?})");
+    }
     let feature = match kind {
         BackendKind::Cpu => {
             #[cfg(feature = "flex")]
@@ -63,16 +90,30 @@ pub fn dispatch<T: BackendTask>(
         }
         BackendKind::Cuda => {
             #[cfg(feature = "cuda")]
-            return Ok(task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                burn::backend::cuda::CudaDevice::new(device_index),
-            ));
+            {
+                let device = burn::backend::cuda::CudaDevice::new(device_index);
+                return Ok(if bf16 {
+                    task.run::<burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(
+                        device,
+                    )
+                } else {
+                    task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(device)
+                });
+            }
             "cuda"
         }
         BackendKind::Rocm => {
             #[cfg(feature = "rocm")]
-            return Ok(task.run::<burn::backend::Autodiff<burn::backend::Rocm>>(
-                burn::backend::rocm::RocmDevice::new(device_index),
-            ));
+            {
+                let device = burn::backend::rocm::RocmDevice::new(device_index);
+                return Ok(if bf16 {
+                    task.run::<burn::backend::Autodiff<burn::backend::Rocm<burn::tensor::bf16>>>(
+                        device,
+                    )
+                } else {
+                    task.run::<burn::backend::Autodiff<burn::backend::Rocm>>(device)
+                });
+            }
             "rocm"
         }
     };

@@ -88,7 +88,9 @@ fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
             let data = pending[i]
                 .take()
                 .expect("each gradient is packed once")
-                .into_data();
+                .into_data()
+                // bf16 runs (cuda/rocm) reduce in f32: the sum of many ranks needs the bits.
+                .convert::<f32>();
             match data.into_vec::<f32>() {
                 Ok(values) => {
                     host[offset..offset + values.len()].copy_from_slice(&values);

@@ -55,6 +55,7 @@ pub fn train(
     let device_index = placement::device_index(comm.local_rank(), &placement::process_env);
     dispatch(
         config.backend,
+        config.precision,
         device_index,
         TrainTask {
             config,
@@ -121,10 +122,15 @@ fn load_checkpoint(
     out_dir: &std::path::Path,
     which: &str,
     comm: &dyn Communicator,
-) -> Result<(PathBuf, checkpoint::Loaded)> {
+) -> Result<Option<(PathBuf, checkpoint::Loaded)>> {
     let mut parts = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-    if comm.is_root() {
-        let dir = checkpoint::resolve(out_dir, which)?;
+    let found = match (comm.is_root(), which) {
+        (false, _) => None,
+        // Job scripts resume whatever an earlier allocation left, and start fresh otherwise.
+        (true, "if-present") => checkpoint::list(out_dir)?.pop().map(|(_, dir)| dir),
+        (true, _) => Some(checkpoint::resolve(out_dir, which)?),
+    };
+    if let Some(dir) = found {
         let loaded = checkpoint::load(&dir)?;
         let state = serde_json::to_vec(&loaded.state)?;
         parts = [
@@ -138,16 +144,19 @@ fn load_checkpoint(
         comm.broadcast_bytes(0, part)?;
     }
     let [dir, model, optim, state] = parts;
+    if dir.is_empty() {
+        return Ok(None);
+    }
     let state = serde_json::from_slice(&state).context("checkpoint state from rank 0")?;
     let dir = PathBuf::from(String::from_utf8_lossy(&dir).into_owned());
-    Ok((
+    Ok(Some((
         dir,
         checkpoint::Loaded {
             model,
             optim,
             state,
         },
-    ))
+    )))
 }
 
 /// Mean loss over the first `batches` validation batches, taken in order; the ranks share the
@@ -216,8 +225,17 @@ fn run<B: AutodiffBackend>(
         last_loss: None,
         fucina_version: env!("CARGO_PKG_VERSION").into(),
     };
-    if let Some(which) = &options.resume {
-        let (dir, loaded) = load_checkpoint(out_dir, which, comm)?;
+    let resumed = match &options.resume {
+        Some(which) => load_checkpoint(out_dir, which, comm)?,
+        None => None,
+    };
+    if resumed.is_none() && comm.is_root() && options.resume.as_deref() == Some("if-present") {
+        eprintln!(
+            "no checkpoint under {} yet: starting at step 0",
+            out_dir.display()
+        );
+    }
+    if let Some((dir, loaded)) = resumed {
         model = model.load_record(checkpoint::record_from_bytes::<B, _>(loaded.model, device)?);
         optimizer =
             optimizer.load_record(checkpoint::record_from_bytes::<B, _>(loaded.optim, device)?);
