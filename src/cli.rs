@@ -26,8 +26,10 @@ enum Command {
         /// Override a config key: --set train.lr=3e-4 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// Continue from `auto` (the newest complete checkpoint of the run) or a checkpoint directory.
-        #[arg(long, value_name = "auto|DIR")]
+        /// Continue from `auto` (the newest complete checkpoint of the run, which must exist),
+        /// `if-present` (the newest if there is one, else start: what job scripts use) or a
+        /// checkpoint directory.
+        #[arg(long, value_name = "auto|if-present|DIR")]
         resume: Option<String>,
         /// Tokens to sample from the model at the end; 0 for none.
         #[arg(long, default_value_t = 64)]
@@ -76,11 +78,63 @@ enum Command {
     },
     /// Draw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl.
     Plot { run_dir: PathBuf },
+    /// The AI factory profiles: list them, or `show NAME` to explain one.
+    Factories {
+        #[command(subcommand)]
+        command: Option<FactoriesCommand>,
+    },
+    /// Write (and with --submit, submit) a job script for a run on an AI factory.
+    Launch {
+        /// Run config (TOML); the job trains it with the profile's backend and precision.
+        config: PathBuf,
+        /// A built-in profile (`fucina factories`) or your own profile file.
+        #[arg(long)]
+        factory: String,
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// Wall time (HH:MM:SS or D-HH:MM:SS); default: the partition's limit.
+        #[arg(long)]
+        time: Option<String>,
+        /// Project to charge; required where the profile holds a placeholder.
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        partition: Option<String>,
+        #[arg(long)]
+        qos: Option<String>,
+        /// Use the profile's debug partition/QoS instead of production.
+        #[arg(long)]
+        debug: bool,
+        /// Passed on to `fucina train --set` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Script path; default OUT_DIR/job-FACTORY.sbatch (.pbs, .sh).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The fucina binary the job runs; default this one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Seconds before the wall time at which ranks checkpoint and stop.
+        #[arg(long, default_value_t = 300)]
+        checkpoint_warning: u64,
+        /// Do not resubmit the script when training stopped early at a checkpoint.
+        #[arg(long)]
+        no_resubmit: bool,
+        /// Submit with sbatch/qsub (or run it, for profiles without a scheduler).
+        #[arg(long)]
+        submit: bool,
+    },
     /// Benchmarks that print throughput measured in this run.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum FactoriesCommand {
+    /// Every fact of one profile, with the notes on values that are not certain.
+    Show { name: String },
 }
 
 #[derive(Subcommand)]
@@ -241,6 +295,41 @@ pub fn run() -> Result<()> {
                 .with_context(|| format!("cannot plot {}", run_dir.display()))?;
             eprintln!("wrote {}", png.display());
         }
+        Command::Factories { command } => match command {
+            None => crate::launch::list_factories()?,
+            Some(FactoriesCommand::Show { name }) => crate::launch::show_factory(&name)?,
+        },
+        Command::Launch {
+            config,
+            factory,
+            nodes,
+            time,
+            account,
+            partition,
+            qos,
+            debug,
+            overrides,
+            out,
+            binary,
+            checkpoint_warning,
+            no_resubmit,
+            submit,
+        } => crate::launch::launch(crate::launch::LaunchArgs {
+            config,
+            factory,
+            nodes,
+            time,
+            account,
+            partition,
+            qos,
+            debug,
+            overrides,
+            out,
+            binary,
+            checkpoint_warning,
+            resubmit: !no_resubmit,
+            submit,
+        })?,
         Command::Bench { command } => match command {
             BenchCommand::Train {
                 preset,
