@@ -14,8 +14,13 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "GPU backends compile (cuda, rocm, wgpu)"
+step "GPU backends compile (cuda, rocm; wgpu is a default feature and runs in the tests)"
 cargo check --features cuda,rocm,wgpu,ndarray
+
+step "single-node Slurm for the job-script test"
+scripts/slurm-local.sh
+# The Slurm test fails rather than skips when Slurm is missing here.
+export FUCINA_REQUIRE_SLURM=1
 
 step "tests (release build, shared with the quickstart)"
 log=$(mktemp)

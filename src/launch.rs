@@ -73,7 +73,7 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
     };
     let accum = spec
         .grad_accum()
-        .with_context(|| format!("{} nodes x {} ranks", args.nodes, profile.node.devices))?;
+        .with_context(|| format!("{} node(s) x {} ranks", args.nodes, profile.node.devices))?;
 
     let mem = memory::estimate(&config)?;
     let need = mem.device_total(config.backend.is_cpu()) as f64 / GIB;

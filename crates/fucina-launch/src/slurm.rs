@@ -36,7 +36,7 @@ pub(crate) fn render(job: &Job) -> String {
 
     let mut out = format!(
         "#!/bin/bash\n# fucina job for {} ({}), profile {}, written by `fucina launch`.\n\
-         # {} nodes x {} ranks ({} {}), {} ranks in all.\n",
+         # {} node(s) x {} ranks ({}, backend {}), {} ranks in all.\n",
         p.machine, p.factory, p.name, r.nodes, n.devices, n.device, p.backend, job.ranks
     );
     for d in &directives {

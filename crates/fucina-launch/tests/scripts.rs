@@ -305,7 +305,7 @@ fn local_profiles_run_without_a_scheduler() {
     let facts = [
         "--ntasks-per-node=2",
         "--partition=debug",
-        "srun --cpu-bind=none",
+        "srun /opt/fucina/bin/fucina train",
     ];
     has_all("local-slurm", &slurm, &facts);
 }
