@@ -91,6 +91,7 @@ pub fn dispatch<T: BackendTask>(
         BackendKind::Cuda => {
             #[cfg(feature = "cuda")]
             {
+                gpu_runtime("cuda", "the NVIDIA driver", &["libcuda.so.1", "libcuda.so"])?;
                 let device = burn::backend::cuda::CudaDevice::new(device_index);
                 return Ok(if bf16 {
                     task.run::<burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(
@@ -105,6 +106,14 @@ pub fn dispatch<T: BackendTask>(
         BackendKind::Rocm => {
             #[cfg(feature = "rocm")]
             {
+                let mut names = vec!["libamdhip64.so".to_string(), "libamdhip64.so.6".into()];
+                for var in ["ROCM_PATH", "HIP_PATH"] {
+                    if let Ok(root) = std::env::var(var) {
+                        names.push(format!("{root}/lib/libamdhip64.so"));
+                    }
+                }
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                gpu_runtime("rocm", "ROCm's HIP runtime", &names)?;
                 let device = burn::backend::rocm::RocmDevice::new(device_index);
                 return Ok(if bf16 {
                     task.run::<burn::backend::Autodiff<burn::backend::Rocm<burn::tensor::bf16>>>(
@@ -120,4 +129,22 @@ pub fn dispatch<T: BackendTask>(
     bail!(
         "backend {kind:?} is not compiled into this binary; rebuild with `cargo build --release --features {feature}`"
     )
+}
+
+/// The GPU runtimes are loaded at run time; without one they panic on a worker thread with a
+/// backtrace. Look first, and say what is missing.
+#[cfg(any(feature = "cuda", feature = "rocm"))]
+fn gpu_runtime(backend: &str, what: &str, libraries: &[&str]) -> Result<()> {
+    // Loading a system library runs only its initialisers, as the GPU runtime itself would.
+    let found = libraries
+        .iter()
+        .any(|name| unsafe { libloading::Library::new(*name) }.is_ok());
+    if !found {
+        bail!(
+            "backend {backend}: {what} is not on this machine (none of {} loads); run on a GPU \
+             node, with the cluster's {backend} module loaded (or LD_LIBRARY_PATH set)",
+            libraries.join(", ")
+        );
+    }
+    Ok(())
 }
