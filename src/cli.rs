@@ -216,7 +216,9 @@ pub fn run() -> Result<()> {
             sample_tokens,
             stop_after,
         } => {
-            let config = RunConfig::load(&config, &overrides)?;
+            let config_path = config;
+            let config = RunConfig::load(&config_path, &overrides)?;
+            fucina_train::stop::install()?;
             let comm = fucina_dist::init()?;
             let options = TrainOptions {
                 resume,
@@ -224,6 +226,24 @@ pub fn run() -> Result<()> {
                 stop_after,
             };
             match fucina_train::train(config, comm.as_ref(), options) {
+                Ok(summary) if summary.stopped_by.is_some() => {
+                    if comm.is_root() {
+                        let by = summary.stopped_by.as_deref().unwrap_or_default();
+                        eprintln!(
+                            "stopped by {by} after step {} with checkpoint {}\n\
+                             resume with: fucina train {} --resume auto{}",
+                            summary.steps,
+                            summary.checkpoint.display(),
+                            config_path.display(),
+                            overrides
+                                .iter()
+                                .map(|o| format!(" --set {o}"))
+                                .collect::<String>()
+                        );
+                    }
+                    drop(comm);
+                    std::process::exit(fucina_train::stop::EXIT_RESUME)
+                }
                 Ok(summary) => report(&summary, comm.is_root()),
                 Err(error) if comm.size() == 1 => return Err(error),
                 // Raised by every rank at once: rank 0 tells, all exit together.

@@ -194,3 +194,8 @@ fn launch_refuses_what_cannot_run() {
         );
     }
 }
+
+#[test]
+fn scripts_resubmit_on_the_code_training_exits_with() {
+    assert_eq!(fucina_launch::EXIT_RESUME, fucina_train::stop::EXIT_RESUME);
+}

@@ -10,6 +10,6 @@ mod slurm;
 mod walltime;
 
 pub use profile::{builtin_names, Node, Partition, Profile, Scheduler};
-pub use render::{render, JobRequest, Tier};
+pub use render::{render, JobRequest, Tier, EXIT_RESUME};
 pub use shell::quote;
 pub use walltime::{format_pbs, format_slurm, parse_walltime};

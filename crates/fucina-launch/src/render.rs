@@ -118,7 +118,8 @@ impl Job<'_> {
     /// resubmits the script if training stopped to be resumed.
     pub fn run(&self, launch: &str, submit: &str) -> String {
         let mut out = format!("\nstatus=0\n{launch} || status=$?\n");
-        if self.request.resubmit {
+        // Without a scheduler a stop is the user's own (Ctrl-C): never start again by itself.
+        if self.request.resubmit && self.profile.scheduler != Scheduler::None {
             out += &format!(
                 "if [ \"$status\" -eq {EXIT_RESUME} ]; then\n    \
                  echo \"fucina stopped at a checkpoint before the wall time; resubmitting to continue\"\n    \

@@ -49,7 +49,8 @@ pub(crate) fn render(job: &Job) -> String {
     );
     out += &job.prologue();
 
-    let mut words = vec!["srun".to_string()];
+    // A rank that dies ends the step at once instead of leaving the others waiting in MPI.
+    let mut words = vec!["srun".to_string(), "--kill-on-bad-exit=1".into()];
     if p.launcher == "mpirun" {
         words = vec!["mpirun".into(), "-np".into(), job.ranks.to_string()];
     } else {

@@ -90,7 +90,7 @@ fn lumi_g() {
             "#SBATCH --gpus-per-node=8",
             "#SBATCH --cpus-per-task=7",
             "#SBATCH --signal=USR1@300",
-            "--cpu-bind=map_cpu:49,57,17,25,1,9,33,41",
+            "srun --kill-on-bad-exit=1 --cpu-bind=map_cpu:49,57,17,25,1,9,33,41",
             "export ROCR_VISIBLE_DEVICES=$SLURM_LOCALID; exec",
             "export MPICH_GPU_SUPPORT_ENABLED=\"1\"",
             "craype-accel-amd-gfx90a",
@@ -298,6 +298,10 @@ fn placeholders_and_bad_profiles_are_refused() {
 fn local_profiles_run_without_a_scheduler() {
     let text = script("local", 1, Tier::Production);
     assert!(!text.contains("#SBATCH") && !text.contains("srun") && !text.contains("mpirun"));
+    assert!(
+        !text.contains("-eq 75"),
+        "a local run stopped by Ctrl-C must not restart itself"
+    );
     let profile = Profile::load("local").unwrap();
     let err = render(&profile, &request(2, Tier::Production)).unwrap_err();
     assert!(err.to_string().contains("--nodes 1"), "{err}");
@@ -305,7 +309,7 @@ fn local_profiles_run_without_a_scheduler() {
     let facts = [
         "--ntasks-per-node=2",
         "--partition=debug",
-        "srun /opt/fucina/bin/fucina train",
+        "srun --kill-on-bad-exit=1 /opt/fucina/bin/fucina train",
     ];
     has_all("local-slurm", &slurm, &facts);
 }

@@ -12,6 +12,7 @@ pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
+pub mod stop;
 pub mod trainer;
 
 pub use backend::{dispatch, BackendKind, BackendTask};

@@ -9,6 +9,7 @@ use crate::data::{self, RunData};
 use crate::grads::GradSync;
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::{learning_rate, AdamW};
+use crate::stop;
 use crate::{generate, plot};
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
@@ -45,6 +46,8 @@ pub struct TrainSummary {
     /// Hash of the final weights, checked identical on every rank.
     pub parameter_hash: u64,
     pub world_size: usize,
+    /// Set when a signal stopped the run early, at a checkpoint: what to tell the user.
+    pub stopped_by: Option<String>,
 }
 
 pub fn train(
@@ -257,6 +260,7 @@ fn run<B: AutodiffBackend>(
     let (rows, started) = (config.train.micro_batch_size, Instant::now());
     let (mut losses, mut val_loss) = (Vec::new(), None);
     let mut last_checkpoint = None;
+    let mut stopped_by: Option<String> = None;
 
     let mut grad_sync = GradSync::new(config.train.grad_clip, config.dist.bucket_bytes());
     while state.step < stop {
@@ -275,9 +279,20 @@ fn run<B: AutodiffBackend>(
         let (grads, sync) = grad_sync.run(&model, accumulator.grads(), comm)?;
         model = optimizer.step(lr, model, grads);
 
-        let mut loss_buf = [(loss_sum / accum as f64) as f32];
+        // The stop request rides on the loss all-reduce: no extra collective per step.
+        let signal = stop::received();
+        let mut loss_buf = [
+            (loss_sum / accum as f64) as f32,
+            signal.is_some() as u8 as f32,
+        ];
         comm.all_reduce_sum(&mut loss_buf)?;
         let loss = loss_buf[0] as f64 / comm.size() as f64;
+        if loss_buf[1] > 0.0 && stopped_by.is_none() {
+            stopped_by = Some(match signal {
+                Some(s) => stop::name(s),
+                None => "a signal to another rank".into(),
+            });
+        }
         losses.push(loss);
         state.step += 1;
         state.loader.step = state.step;
@@ -299,9 +314,12 @@ fn run<B: AutodiffBackend>(
             exposed_comm: sync.comm_seconds / step_seconds,
         }))?;
 
-        let last = state.step == stop;
+        let last = state.step == stop || stopped_by.is_some();
         let due = |every: u64| last || (every > 0 && state.step.is_multiple_of(every));
-        if let (Some(val), true) = (&val, config.eval.every > 0 && due(config.eval.every)) {
+        if let (Some(val), true) = (
+            &val,
+            config.eval.every > 0 && due(config.eval.every) && stopped_by.is_none(),
+        ) {
             let (seq_len, batches) = (config.data.seq_len, config.eval.batches);
             val_loss = evaluate(&model.valid(), val, seq_len, rows, batches, comm, device)?;
             if let Some(v) = val_loss {
@@ -330,6 +348,9 @@ fn run<B: AutodiffBackend>(
             }
             comm.barrier()?;
         }
+        if stopped_by.is_some() {
+            break;
+        }
     }
     reporter.finish();
     let parameter_hash = check_replicas::<B, _>(&model, state.step, comm)?;
@@ -341,7 +362,7 @@ fn run<B: AutodiffBackend>(
             Ok(png) => eprintln!("loss plot: {}", png.display()),
             Err(e) => eprintln!("warning: no loss plot: {e:#}"),
         }
-        if options.sample_tokens > 0 {
+        if options.sample_tokens > 0 && stopped_by.is_none() {
             let text = generate::sample(
                 &model.valid(),
                 &tokenizer,
@@ -364,5 +385,6 @@ fn run<B: AutodiffBackend>(
         sample,
         parameter_hash,
         world_size: comm.size(),
+        stopped_by,
     })
 }
