@@ -1,8 +1,10 @@
 //! Checkpoints: one directory per step holding the model, the optimizer state, the data cursor and
-//! the resolved config. Written under a temporary name, fsynced, renamed, and only then marked
-//! DONE, so a crash never leaves something that looks complete.
+//! the resolved config, with a manifest of their sizes and checksums. Written under a temporary
+//! name, fsynced, marked DONE and renamed, so a crash never leaves something that looks complete;
+//! resuming checks the manifest and falls back to the checkpoint before if the newest is damaged.
 
-use anyhow::{bail, Context, Result};
+use crate::manifest::{Manifest, MANIFEST_FILE};
+use anyhow::{anyhow, bail, Context, Result};
 use burn::module::Module;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
@@ -60,41 +62,84 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Writes a complete checkpoint for `state.step` and returns its directory.
+/// Writes a complete checkpoint for `state.step` and returns its directory. On any failure (a
+/// full disk, say) the temporary directory is removed and earlier checkpoints are untouched.
 pub fn save(
     out_dir: &Path,
     model_bytes: &[u8],
     optim_bytes: &[u8],
     state: &TrainState,
     config_toml: &str,
-    keep: usize,
+    retention: Retention,
 ) -> Result<PathBuf> {
     let parent = checkpoints_dir(out_dir);
     fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let final_dir = step_dir(out_dir, state.step);
     let tmp = parent.join(format!(".tmp_step_{:08}", state.step));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
     }
-    fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    write_synced(&tmp.join(MODEL_FILE), model_bytes)?;
-    write_synced(&tmp.join(OPTIM_FILE), optim_bytes)?;
-    write_synced(
-        &tmp.join(STATE_FILE),
-        serde_json::to_string_pretty(state)?.as_bytes(),
-    )?;
-    write_synced(&tmp.join(CONFIG_FILE), config_toml.as_bytes())?;
-    write_synced(&tmp.join(DONE_FILE), b"")?;
-    if final_dir.exists() {
-        fs::remove_dir_all(&final_dir)?;
+    let written = write_files(&tmp, model_bytes, optim_bytes, state, config_toml);
+    let final_dir = step_dir(out_dir, state.step);
+    let result = written.and_then(|()| replace_dir(&tmp, &final_dir));
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e.context(format!(
+            "checkpoint at step {} not written; earlier checkpoints are intact",
+            state.step
+        )));
     }
-    fs::rename(&tmp, &final_dir)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), final_dir.display()))?;
     if let Ok(dir) = fs::File::open(&parent) {
         let _ = dir.sync_all();
     }
-    prune(out_dir, keep)?;
+    prune(out_dir, retention)?;
     Ok(final_dir)
+}
+
+fn write_files(
+    tmp: &Path,
+    model_bytes: &[u8],
+    optim_bytes: &[u8],
+    state: &TrainState,
+    config_toml: &str,
+) -> Result<()> {
+    fs::create_dir(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let state_json = serde_json::to_string_pretty(state)?;
+    let files: [(&str, &[u8]); 4] = [
+        (MODEL_FILE, model_bytes),
+        (OPTIM_FILE, optim_bytes),
+        (STATE_FILE, state_json.as_bytes()),
+        (CONFIG_FILE, config_toml.as_bytes()),
+    ];
+    let mut manifest = Manifest::default();
+    for (name, bytes) in files {
+        write_synced(&tmp.join(name), bytes)?;
+        manifest.add(name, bytes);
+    }
+    let manifest = serde_json::to_string_pretty(&manifest)?;
+    write_synced(&tmp.join(MANIFEST_FILE), manifest.as_bytes())?;
+    write_synced(&tmp.join(DONE_FILE), b"")
+}
+
+/// Puts `tmp` in place of `dir`; an existing `dir` (the same step written again) is moved aside
+/// first and removed only once the new one is in place.
+fn replace_dir(tmp: &Path, dir: &Path) -> Result<()> {
+    let old = dir.with_extension("old");
+    if dir.exists() {
+        fs::rename(dir, &old)?;
+    }
+    fs::rename(tmp, dir)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+    if old.exists() {
+        fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+/// Which checkpoints to keep: the newest `keep` (0: all), plus every step divisible by `every`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub keep: usize,
+    pub every: u64,
 }
 
 /// Complete checkpoints (with their DONE marker), oldest first.
@@ -121,49 +166,93 @@ pub fn list(out_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-fn prune(out_dir: &Path, keep: usize) -> Result<()> {
-    if keep == 0 {
+fn prune(out_dir: &Path, retention: Retention) -> Result<()> {
+    if retention.keep == 0 {
         return Ok(());
     }
     let all = list(out_dir)?;
-    for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
+    let older = all.len().saturating_sub(retention.keep);
+    for (step, path) in all.iter().take(older) {
+        if retention.every > 0 && step % retention.every == 0 {
+            continue;
+        }
         fs::remove_dir_all(path)
             .with_context(|| format!("cannot remove old checkpoint {}", path.display()))?;
     }
     Ok(())
 }
 
-/// `auto`: the newest complete checkpoint under `out_dir`; otherwise a checkpoint directory.
-pub fn resolve(out_dir: &Path, which: &str) -> Result<PathBuf> {
-    if which == "auto" {
-        return match list(out_dir)?.pop() {
-            Some((_, path)) => Ok(path),
-            None => bail!(
-                "--resume auto: no complete checkpoint under {}",
-                checkpoints_dir(out_dir).display()
-            ),
-        };
+/// Opens the checkpoint `which` names and checks it against its manifest:
+/// - `auto`: the newest usable one under `out_dir`, falling back to older ones (with a warning)
+///   when the newest is damaged; an error if there is none;
+/// - `if-present`: the same, but `None` when the run has no checkpoint yet;
+/// - a directory: that checkpoint, or an error saying what is wrong with it.
+pub fn open(out_dir: &Path, which: &str) -> Result<Option<(PathBuf, Loaded)>> {
+    if which != "auto" && which != "if-present" {
+        let dir = PathBuf::from(which);
+        if !dir.join(DONE_FILE).is_file() {
+            bail!(
+                "{} is not a complete checkpoint (no {DONE_FILE} marker)",
+                dir.display()
+            );
+        }
+        let loaded = load(&dir).with_context(|| format!("checkpoint {}", dir.display()))?;
+        return Ok(Some((dir, loaded)));
     }
-    let path = PathBuf::from(which);
-    if !path.join(DONE_FILE).is_file() {
+    let candidates = list(out_dir)?;
+    let mut damaged = Vec::new();
+    for (_, dir) in candidates.iter().rev() {
+        match load(dir) {
+            Ok(loaded) => return Ok(Some((dir.clone(), loaded))),
+            Err(e) => {
+                eprintln!(
+                    "warning: checkpoint {} is unusable ({e:#}); trying the one before",
+                    dir.display()
+                );
+                damaged.push(format!("{}: {e:#}", dir.display()));
+            }
+        }
+    }
+    if !damaged.is_empty() {
         bail!(
-            "{} is not a complete checkpoint (no {DONE_FILE} marker)",
-            path.display()
+            "no usable checkpoint under {}:\n  {}",
+            checkpoints_dir(out_dir).display(),
+            damaged.join("\n  ")
         );
     }
-    Ok(path)
+    if which == "auto" {
+        bail!(
+            "--resume auto: no complete checkpoint under {}",
+            checkpoints_dir(out_dir).display()
+        );
+    }
+    Ok(None)
 }
 
+/// The directory `open` would take.
+pub fn resolve(out_dir: &Path, which: &str) -> Result<PathBuf> {
+    open(out_dir, which)?
+        .map(|(dir, _)| dir)
+        .ok_or_else(|| anyhow!("no checkpoint under {}", checkpoints_dir(out_dir).display()))
+}
+
+#[derive(Debug)]
 pub struct Loaded {
     pub model: Vec<u8>,
     pub optim: Vec<u8>,
     pub state: TrainState,
 }
 
+/// Reads a checkpoint's files and checks them against its manifest.
 pub fn load(dir: &Path) -> Result<Loaded> {
-    let read = |name: &str| {
-        fs::read(dir.join(name))
-            .with_context(|| format!("cannot read {}", dir.join(name).display()))
+    let manifest = Manifest::read(dir)?;
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let bytes = fs::read(dir.join(name))
+            .with_context(|| format!("cannot read {}", dir.join(name).display()))?;
+        if let Some(m) = &manifest {
+            m.verify(name, &bytes)?;
+        }
+        Ok(bytes)
     };
     let state: TrainState = serde_json::from_slice(&read(STATE_FILE)?)
         .with_context(|| format!("corrupt {}", dir.join(STATE_FILE).display()))?;

@@ -142,6 +142,9 @@ pub struct CheckpointConfig {
     pub every: u64,
     /// How many checkpoints to keep, newest first; 0 keeps all.
     pub keep: usize,
+    /// Also keep every checkpoint whose step is a multiple of this (0: none), e.g. for
+    /// evaluating the run's history later.
+    pub keep_every: u64,
 }
 
 impl Default for CheckpointConfig {
@@ -149,6 +152,7 @@ impl Default for CheckpointConfig {
         Self {
             every: 100,
             keep: 3,
+            keep_every: 0,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod consistency;
 pub mod data;
 pub mod generate;
 pub mod grads;
+pub mod manifest;
 pub mod memory;
 pub mod metrics;
 pub mod optim;

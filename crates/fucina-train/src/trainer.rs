@@ -127,21 +127,16 @@ fn load_checkpoint(
     comm: &dyn Communicator,
 ) -> Result<Option<(PathBuf, checkpoint::Loaded)>> {
     let mut parts = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-    let found = match (comm.is_root(), which) {
-        (false, _) => None,
-        // Job scripts resume whatever an earlier allocation left, and start fresh otherwise.
-        (true, "if-present") => checkpoint::list(out_dir)?.pop().map(|(_, dir)| dir),
-        (true, _) => Some(checkpoint::resolve(out_dir, which)?),
-    };
-    if let Some(dir) = found {
-        let loaded = checkpoint::load(&dir)?;
-        let state = serde_json::to_vec(&loaded.state)?;
-        parts = [
-            dir.to_string_lossy().into_owned().into_bytes(),
-            loaded.model,
-            loaded.optim,
-            state,
-        ];
+    if comm.is_root() {
+        if let Some((dir, loaded)) = checkpoint::open(out_dir, which)? {
+            let state = serde_json::to_vec(&loaded.state)?;
+            parts = [
+                dir.to_string_lossy().into_owned().into_bytes(),
+                loaded.model,
+                loaded.optim,
+                state,
+            ];
+        }
     }
     for part in &mut parts {
         comm.broadcast_bytes(0, part)?;
@@ -342,7 +337,10 @@ fn run<B: AutodiffBackend>(
                     &optim_bytes,
                     &state,
                     &config.to_toml(),
-                    config.checkpoint.keep,
+                    checkpoint::Retention {
+                        keep: config.checkpoint.keep,
+                        every: config.checkpoint.keep_every,
+                    },
                 )?;
                 last_checkpoint = Some(dir);
             }

@@ -1,0 +1,60 @@
+//! The binary end to end: a truncated newest checkpoint is detected, the one before is used with
+//! a warning, and the run continues from there.
+
+use std::process::Command;
+
+const RUN: &str = r#"
+[model]
+preset = "tiny"
+[data]
+dir = "builtin"
+seq_len = 32
+[train]
+steps = 6
+global_batch_tokens = 128
+micro_batch_size = 2
+lr = 3e-3
+[eval]
+every = 0
+[checkpoint]
+every = 3
+keep = 0
+"#;
+
+fn train(config: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> String {
+    let out_dir = format!("out_dir={}", out.display());
+    let output = Command::new(env!("CARGO_BIN_EXE_fucina"))
+        .args(["train", config.to_str().unwrap(), "--sample-tokens", "0"])
+        .args(["--set", &out_dir])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn resume_auto_skips_a_truncated_checkpoint_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("run.toml");
+    std::fs::write(&config, RUN).unwrap();
+    let out = tmp.path().join("run");
+    train(&config, &out, &[]);
+    let model = out.join("checkpoints/step_00000006/model.mpk");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+
+    let stderr = train(
+        &config,
+        &out,
+        &["--resume", "auto", "--set", "train.steps=9"],
+    );
+    assert!(
+        stderr.contains("warning: checkpoint") && stderr.contains("step_00000006 is unusable"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("truncated"), "{stderr}");
+    assert!(stderr.contains("step_00000003 at step 3"), "{stderr}");
+    assert!(out.join("checkpoints/step_00000009/DONE").is_file());
+}
