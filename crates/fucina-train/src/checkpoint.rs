@@ -31,6 +31,9 @@ pub struct TrainState {
     pub tokens: u64,
     pub last_loss: Option<f64>,
     pub fucina_version: String,
+    /// Steps skipped for a non-finite loss or gradient norm so far.
+    #[serde(default)]
+    pub skipped_steps: u64,
 }
 
 pub fn checkpoints_dir(out_dir: &Path) -> PathBuf {

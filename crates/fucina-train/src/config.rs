@@ -99,6 +99,14 @@ pub struct TrainConfig {
     /// Maximum global gradient norm; 0 disables clipping.
     #[serde(default = "default_grad_clip")]
     pub grad_clip: f64,
+    /// A step whose loss or gradient norm is NaN or infinite (decided after the all-reduce, so
+    /// every rank agrees): `skip` leaves the weights and optimizer state as they were; `abort`
+    /// stops the run without checkpointing.
+    #[serde(default)]
+    pub on_nonfinite: NonFinite,
+    /// Skipped steps tolerated over the whole run before it aborts anyway.
+    #[serde(default = "default_max_skips")]
+    pub max_nonfinite_skips: u64,
 }
 
 fn default_weight_decay() -> f64 {
@@ -113,6 +121,18 @@ fn default_beta2() -> f64 {
 fn default_eps() -> f64 {
     1e-8
 }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinite {
+    #[default]
+    Skip,
+    Abort,
+}
+
+fn default_max_skips() -> u64 {
+    10
+}
+
 fn default_grad_clip() -> f64 {
     1.0
 }

@@ -11,6 +11,7 @@ pub mod grads;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
+pub mod nonfinite;
 pub mod optim;
 pub mod plot;
 pub mod stop;

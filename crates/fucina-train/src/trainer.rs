@@ -9,8 +9,8 @@ use crate::data::{self, RunData};
 use crate::grads::GradSync;
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::{learning_rate, AdamW};
-use crate::stop;
 use crate::{generate, plot};
+use crate::{nonfinite, stop};
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
@@ -222,6 +222,7 @@ fn run<B: AutodiffBackend>(
         tokens: 0,
         last_loss: None,
         fucina_version: env!("CARGO_PKG_VERSION").into(),
+        skipped_steps: 0,
     };
     let resumed = match &options.resume {
         Some(which) => load_checkpoint(out_dir, which, comm)?,
@@ -266,13 +267,15 @@ fn run<B: AutodiffBackend>(
         let mut loss_sum = 0.0;
         for micro in 0..accum {
             let batch = loader.micro_batch(step, micro);
-            let loss = batch_loss(&model, &batch, rows, device);
+            let mut loss = batch_loss(&model, &batch, rows, device);
+            if nonfinite::poisoned(step + 1, comm) {
+                loss = loss.mul_scalar(f64::NAN);
+            }
             loss_sum += loss.clone().into_scalar().elem::<f64>();
             let grads = loss.div_scalar(accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
         let (grads, sync) = grad_sync.run(&model, accumulator.grads(), comm)?;
-        model = optimizer.step(lr, model, grads);
 
         // The stop request rides on the loss all-reduce: no extra collective per step.
         let signal = stop::received();
@@ -287,6 +290,17 @@ fn run<B: AutodiffBackend>(
                 Some(s) => stop::name(s),
                 None => "a signal to another rank".into(),
             });
+        }
+        let verdict = nonfinite::check(
+            &config.train,
+            &mut state,
+            step + 1,
+            loss,
+            sync.grad_norm,
+            comm.is_root(),
+        )?;
+        if let nonfinite::Verdict::Apply = verdict {
+            model = optimizer.step(lr, model, grads);
         }
         losses.push(loss);
         state.step += 1;
@@ -328,6 +342,12 @@ fn run<B: AutodiffBackend>(
         }
         if due(config.checkpoint.every) {
             check_replicas::<B, _>(&model, state.step, comm)?;
+            if !nonfinite::all_finite::<B, _>(&model) {
+                anyhow::bail!(
+                    "step {}: the weights hold NaN or infinity; not checkpointing them",
+                    state.step
+                );
+            }
             if comm.is_root() {
                 let model_bytes = checkpoint::record_to_bytes::<B, _>(model.clone().into_record())?;
                 let optim_bytes = checkpoint::record_to_bytes::<B, _>(optimizer.to_record())?;

@@ -17,6 +17,7 @@ fn state(step: u64) -> TrainState {
         tokens: step * 100,
         last_loss: Some(1.0),
         fucina_version: "test".into(),
+        skipped_steps: 0,
     }
 }
 
