@@ -175,3 +175,29 @@ fn a_one_rank_checkpoint_resumes_on_three_ranks() {
         "1 rank then 3 vs 1 rank",
     );
 }
+
+#[test]
+fn a_two_rank_checkpoint_resumes_on_three_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), 2);
+    let straight = tmp.path().join("straight");
+    check(
+        &train(2, &config, &straight, &[]),
+        "uninterrupted on 2 ranks",
+    );
+    let split = tmp.path().join("split");
+    check(
+        &train(2, &config, &split, &["--stop-after", "10"]),
+        "first half on 2 ranks",
+    );
+    let stderr = check(
+        &train(3, &config, &split, &["--resume", "auto"]),
+        "second half on 3 ranks",
+    );
+    assert!(stderr.contains("replicas identical on 3 ranks"), "{stderr}");
+    assert_close(
+        &losses(&split),
+        &losses(&straight),
+        "2 ranks then 3 vs 2 ranks",
+    );
+}

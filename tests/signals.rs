@@ -55,7 +55,12 @@ fn steps_done(out: &Path) -> usize {
 }
 
 /// Waits until the run has taken a few steps, then signals the processes `pids` returns.
-fn signal_midway(child: Child, out: &Path, signal: &str, pids: impl Fn(u32) -> Vec<u32>) -> Output {
+fn signal_midway(
+    child: Child,
+    out: &Path,
+    signal: &str,
+    mut pids: impl FnMut(u32) -> Vec<u32>,
+) -> Output {
     let started = Instant::now();
     while steps_done(out) < 5 {
         assert!(started.elapsed() < Duration::from_secs(120), "no progress");
@@ -178,4 +183,42 @@ fn sigint_stops_a_single_process() {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(75), "{stderr}");
     assert!(stderr.contains("stopped by SIGINT"), "{stderr}");
+}
+
+#[test]
+fn kill_9_of_one_rank_ends_the_job_and_a_resume_matches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path());
+    // Long enough that the kill lands mid-run.
+    let every = ["--set", "checkpoint.every=4", "--set", "train.steps=200"];
+    let reference = finish(3, &config, &tmp.path().join("reference"), &every);
+
+    let out = tmp.path().join("killed");
+    let child = train(3, &config, &out, &every).spawn().unwrap();
+    let started = Instant::now();
+    let mut killed_at = None;
+    let output = signal_midway(child, &out, "KILL", |pid| {
+        killed_at = Some(Instant::now());
+        children(pid).into_iter().nth(1).into_iter().collect()
+    });
+    let took = killed_at.unwrap_or(started).elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?} to end:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("signal 9"),
+        "no message naming the killed rank:\n{stderr}"
+    );
+
+    let resumed = finish(
+        3,
+        &config,
+        &out,
+        &[&every[..], &["--resume", "auto"]].concat(),
+    );
+    assert!(resumed.contains("resuming from"), "{resumed}");
+    assert_eq!(parameter_hash(&resumed), parameter_hash(&reference));
 }
