@@ -75,6 +75,17 @@ pub trait Communicator {
     }
 }
 
+/// Ends every rank of the job, from any thread (the watchdog's): `MPI_Abort` when MPI is up,
+/// else this process alone.
+pub fn abort_job(code: i32) -> ! {
+    #[cfg(feature = "mpi")]
+    if mpi::environment::is_initialized() && !mpi::environment::is_finalized() {
+        use mpi::traits::Communicator as _;
+        mpi::topology::SimpleCommunicator::world().abort(code)
+    }
+    std::process::exit(code)
+}
+
 /// World size announced by a launcher (`mpirun`, `srun`, `mpiexec`), if this process has one.
 pub fn launcher_world_size(env: &dyn Fn(&str) -> Option<String>) -> Option<usize> {
     const SIZE_VARS: &[&str] = &[

@@ -182,11 +182,17 @@ impl Default for CheckpointConfig {
 pub struct DistConfig {
     /// Gradient fusion bucket size in MB: one all-reduce per bucket, copies overlapping them.
     pub bucket_mb: f64,
+    /// A step phase (forward/backward, an all-reduce, evaluation, a checkpoint) taking longer
+    /// than this ends the whole job with a message; 0 disables the watchdog.
+    pub timeout_seconds: f64,
 }
 
 impl Default for DistConfig {
     fn default() -> Self {
-        Self { bucket_mb: 25.0 }
+        Self {
+            bucket_mb: 25.0,
+            timeout_seconds: 1800.0,
+        }
     }
 }
 
@@ -296,6 +302,12 @@ impl RunConfig {
             bail!(
                 "dist.bucket_mb must lie in (0, 4096] (got {})",
                 self.dist.bucket_mb
+            );
+        }
+        if !(self.dist.timeout_seconds.is_finite() && self.dist.timeout_seconds >= 0.0) {
+            bail!(
+                "dist.timeout_seconds must be a number ≥ 0 (got {})",
+                self.dist.timeout_seconds
             );
         }
         if self.eval.every > 0 && self.eval.batches == 0 {

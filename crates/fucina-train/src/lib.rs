@@ -16,6 +16,7 @@ pub mod optim;
 pub mod plot;
 pub mod stop;
 pub mod trainer;
+pub mod watchdog;
 
 pub use backend::{dispatch, BackendKind, BackendTask};
 pub use config::RunConfig;

@@ -9,6 +9,7 @@ use crate::data::{self, RunData};
 use crate::grads::GradSync;
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::{learning_rate, AdamW};
+use crate::watchdog::{self, Watchdog};
 use crate::{generate, plot};
 use crate::{nonfinite, stop};
 use anyhow::{Context, Result};
@@ -259,12 +260,16 @@ fn run<B: AutodiffBackend>(
     let mut stopped_by: Option<String> = None;
 
     let mut grad_sync = GradSync::new(config.train.grad_clip, config.dist.bucket_bytes());
+    let timeout = std::time::Duration::from_secs_f64(config.dist.timeout_seconds);
+    let watchdog = Watchdog::start(timeout, comm.rank());
     while state.step < stop {
         let step = state.step;
         let step_started = Instant::now();
         let lr = learning_rate(&config.train, step);
         let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
         let mut loss_sum = 0.0;
+        watchdog.enter("forward/backward", step + 1);
+        watchdog::test_hang(step + 1, comm.rank(), comm.size());
         for micro in 0..accum {
             let batch = loader.micro_batch(step, micro);
             let mut loss = batch_loss(&model, &batch, rows, device);
@@ -275,6 +280,7 @@ fn run<B: AutodiffBackend>(
             let grads = loss.div_scalar(accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
+        watchdog.enter("gradient all-reduce", step + 1);
         let (grads, sync) = grad_sync.run(&model, accumulator.grads(), comm)?;
 
         // The stop request rides on the loss all-reduce: no extra collective per step.
@@ -283,6 +289,7 @@ fn run<B: AutodiffBackend>(
             (loss_sum / accum as f64) as f32,
             signal.is_some() as u8 as f32,
         ];
+        watchdog.enter("loss all-reduce", step + 1);
         comm.all_reduce_sum(&mut loss_buf)?;
         let loss = loss_buf[0] as f64 / comm.size() as f64;
         if loss_buf[1] > 0.0 && stopped_by.is_none() {
@@ -330,6 +337,7 @@ fn run<B: AutodiffBackend>(
             config.eval.every > 0 && due(config.eval.every) && stopped_by.is_none(),
         ) {
             let (seq_len, batches) = (config.data.seq_len, config.eval.batches);
+            watchdog.enter("evaluation", state.step);
             val_loss = evaluate(&model.valid(), val, seq_len, rows, batches, comm, device)?;
             if let Some(v) = val_loss {
                 let elapsed = started.elapsed().as_secs_f64();
@@ -341,6 +349,7 @@ fn run<B: AutodiffBackend>(
             }
         }
         if due(config.checkpoint.every) {
+            watchdog.enter("checkpoint", state.step);
             check_replicas::<B, _>(&model, state.step, comm)?;
             if !nonfinite::all_finite::<B, _>(&model) {
                 anyhow::bail!(
@@ -370,6 +379,7 @@ fn run<B: AutodiffBackend>(
             break;
         }
     }
+    watchdog.idle();
     reporter.finish();
     let parameter_hash = check_replicas::<B, _>(&model, state.step, comm)?;
 
