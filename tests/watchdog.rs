@@ -45,8 +45,6 @@ fn a_hung_rank_ends_the_job_with_a_message() {
         stderr.contains("rank 0: watchdog: gradient all-reduce at step 3"),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("rank 1: watchdog: forward/backward at step 3"),
-        "{stderr}"
-    );
+    // Rank 1's own watchdog ("forward/backward at step 3") may speak or be ended first by rank
+    // 0's MPI_Abort: which fires first is a race, so only rank 0's line is required.
 }
