@@ -255,8 +255,8 @@ impl RunConfig {
             ("train.lr", t.lr),
         ];
         for (key, value) in positive {
-            if value.is_nan() || value <= 0.0 {
-                bail!("{key} must be positive (got {value})");
+            if !value.is_finite() || value <= 0.0 {
+                bail!("{key} must be a positive number (got {value})");
             }
         }
         if !t.global_batch_tokens.is_multiple_of(self.data.seq_len) {
