@@ -22,6 +22,12 @@ keep = 0
 "#;
 
 fn train(config: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> String {
+    let (ok, stderr) = run(config, out, extra);
+    assert!(ok, "{stderr}");
+    stderr
+}
+
+fn run(config: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (bool, String) {
     let out_dir = format!("out_dir={}", out.display());
     let output = Command::new(env!("CARGO_BIN_EXE_fucina"))
         .args(["train", config.to_str().unwrap(), "--sample-tokens", "0"])
@@ -30,8 +36,7 @@ fn train(config: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Str
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    stderr
+    (output.status.success(), stderr)
 }
 
 #[test]
@@ -57,4 +62,20 @@ fn resume_auto_skips_a_truncated_checkpoint_with_a_warning() {
     assert!(stderr.contains("truncated"), "{stderr}");
     assert!(stderr.contains("step_00000003 at step 3"), "{stderr}");
     assert!(out.join("checkpoints/step_00000009/DONE").is_file());
+}
+
+#[test]
+fn a_checkpoint_of_another_model_shape_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("run.toml");
+    std::fs::write(&config, RUN).unwrap();
+    let out = tmp.path().join("run");
+    train(&config, &out, &["--set", "train.steps=3"]);
+    let wider = ["--resume", "auto", "--set", "model.hidden_size=64"];
+    let (ok, stderr) = run(&config, &out, &wider);
+    assert!(!ok);
+    assert!(
+        stderr.contains("made for another model: hidden_size = 64 (checkpoint: 32)"),
+        "{stderr}"
+    );
 }

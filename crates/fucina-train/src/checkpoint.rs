@@ -274,3 +274,45 @@ pub fn load_model<B: Backend, M: Module<B>>(dir: &Path, model: M, device: &B::De
         .with_context(|| format!("checkpoint {} does not fit this model", dir.display()))?;
     Ok(model.load_record(record))
 }
+
+/// Refuses a checkpoint made for another model shape, naming the fields that differ, before its
+/// tensors meet a model they do not fit.
+pub fn check_model(dir: &Path, model: &fucina_model::LlamaConfig) -> Result<()> {
+    let path = dir.join(CONFIG_FILE);
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A model file named by path may have moved since: then the shapes go unchecked.
+    let saved = match crate::RunConfig::from_toml_str(&text, &[]).and_then(|c| c.model_config()) {
+        Ok(saved) => saved,
+        Err(e) => {
+            eprintln!(
+                "warning: model shape of {} not checked: {e:#}",
+                dir.display()
+            );
+            return Ok(());
+        }
+    };
+    let (a, b) = (
+        toml::Value::try_from(&saved)?,
+        toml::Value::try_from(model)?,
+    );
+    let (Some(a), Some(b)) = (a.as_table(), b.as_table()) else {
+        return Ok(());
+    };
+    let differ: Vec<String> = b
+        .iter()
+        .filter(|(k, v)| a.get(*k) != Some(v))
+        .map(|(k, v)| {
+            let was = a.get(k).map_or("unset".into(), |x| x.to_string());
+            format!("{k} = {v} (checkpoint: {was})")
+        })
+        .collect();
+    if !differ.is_empty() {
+        bail!(
+            "checkpoint {} was made for another model: {}",
+            dir.display(),
+            differ.join(", ")
+        );
+    }
+    Ok(())
+}
