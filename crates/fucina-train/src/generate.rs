@@ -1,6 +1,6 @@
 //! Sampling text from a model: temperature and top-k, seeded so a sample can be reproduced.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use fucina_data::TextTokenizer;
 use fucina_model::Llama;
@@ -105,8 +105,16 @@ pub struct GenerateOptions {
 /// samples from it on the backend the run used.
 pub fn from_checkpoint(dir: &std::path::Path, options: GenerateOptions) -> Result<String> {
     use crate::checkpoint::{self, CONFIG_FILE};
-    let dir = checkpoint::resolve(dir, "auto")
-        .or_else(|_| checkpoint::resolve(dir, &dir.to_string_lossy()))?;
+    let dir = if dir.join(checkpoint::DONE_FILE).is_file() {
+        checkpoint::resolve(dir, &dir.to_string_lossy())?
+    } else {
+        checkpoint::resolve(dir, "auto").with_context(|| {
+            format!(
+                "{} is neither a checkpoint nor a run directory holding one",
+                dir.display()
+            )
+        })?
+    };
     let config = crate::RunConfig::load(&dir.join(CONFIG_FILE), &[])?;
     let tokenizer = crate::data::load_tokenizer(&config.data.tokenizer)?;
     let task = SampleTask {
