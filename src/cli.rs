@@ -84,46 +84,7 @@ enum Command {
         command: Option<FactoriesCommand>,
     },
     /// Write (and with --submit, submit) a job script for a run on an AI factory.
-    Launch {
-        /// Run config (TOML); the job trains it with the profile's backend and precision.
-        config: PathBuf,
-        /// A built-in profile (`fucina factories`) or your own profile file.
-        #[arg(long)]
-        factory: String,
-        #[arg(long, default_value_t = 1)]
-        nodes: u32,
-        /// Wall time (HH:MM:SS or D-HH:MM:SS); default: the partition's limit.
-        #[arg(long)]
-        time: Option<String>,
-        /// Project to charge; required where the profile holds a placeholder.
-        #[arg(long)]
-        account: Option<String>,
-        #[arg(long)]
-        partition: Option<String>,
-        #[arg(long)]
-        qos: Option<String>,
-        /// Use the profile's debug partition/QoS instead of production.
-        #[arg(long)]
-        debug: bool,
-        /// Passed on to `fucina train --set` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Script path; default OUT_DIR/job-FACTORY.sbatch (.pbs, .sh).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The fucina binary the job runs; default this one.
-        #[arg(long)]
-        binary: Option<PathBuf>,
-        /// Seconds before the wall time at which ranks checkpoint and stop.
-        #[arg(long, default_value_t = 300)]
-        checkpoint_warning: u64,
-        /// Do not resubmit the script when training stopped early at a checkpoint.
-        #[arg(long)]
-        no_resubmit: bool,
-        /// Submit with sbatch/qsub (or run it, for profiles without a scheduler).
-        #[arg(long)]
-        submit: bool,
-    },
+    Launch(crate::launch::LaunchArgs),
     /// Benchmarks that print throughput measured in this run.
     Bench {
         #[command(subcommand)]
@@ -319,37 +280,7 @@ pub fn run() -> Result<()> {
             None => crate::launch::list_factories()?,
             Some(FactoriesCommand::Show { name }) => crate::launch::show_factory(&name)?,
         },
-        Command::Launch {
-            config,
-            factory,
-            nodes,
-            time,
-            account,
-            partition,
-            qos,
-            debug,
-            overrides,
-            out,
-            binary,
-            checkpoint_warning,
-            no_resubmit,
-            submit,
-        } => crate::launch::launch(crate::launch::LaunchArgs {
-            config,
-            factory,
-            nodes,
-            time,
-            account,
-            partition,
-            qos,
-            debug,
-            overrides,
-            out,
-            binary,
-            checkpoint_warning,
-            resubmit: !no_resubmit,
-            submit,
-        })?,
+        Command::Launch(args) => crate::launch::launch(args)?,
         Command::Bench { command } => match command {
             BenchCommand::Train {
                 preset,

@@ -27,20 +27,46 @@ pub fn show_factory(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `fucina launch`: write (and with --submit, submit) a job script for a run on an AI factory.
+#[derive(clap::Args)]
 pub struct LaunchArgs {
+    /// Run config (TOML); the job trains it with the profile's backend and precision.
     pub config: PathBuf,
+    /// A built-in profile (`fucina factories`) or your own profile file.
+    #[arg(long)]
     pub factory: String,
+    #[arg(long, default_value_t = 1)]
     pub nodes: u32,
+    /// Wall time (HH:MM:SS or D-HH:MM:SS); default: the partition's limit.
+    #[arg(long)]
     pub time: Option<String>,
+    /// Project to charge; required where the profile holds a placeholder.
+    #[arg(long)]
     pub account: Option<String>,
+    #[arg(long)]
     pub partition: Option<String>,
+    #[arg(long)]
     pub qos: Option<String>,
+    /// Use the profile's debug partition/QoS instead of production.
+    #[arg(long)]
     pub debug: bool,
+    /// Passed on to `fucina train --set` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Script path; default OUT_DIR/job-FACTORY.sbatch (.pbs, .sh).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The fucina binary the job runs; default this one.
+    #[arg(long)]
     pub binary: Option<PathBuf>,
+    /// Seconds before the wall time at which ranks checkpoint and stop.
+    #[arg(long, default_value_t = 300)]
     pub checkpoint_warning: u64,
-    pub resubmit: bool,
+    /// Do not resubmit the script when training stopped early at a checkpoint.
+    #[arg(long)]
+    pub no_resubmit: bool,
+    /// Submit with sbatch/qsub (or run it, for profiles without a scheduler).
+    #[arg(long)]
     pub submit: bool,
 }
 
@@ -162,7 +188,7 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
             .flat_map(|o| ["--set".to_string(), o.clone()])
             .collect(),
         warning_seconds: args.checkpoint_warning,
-        resubmit: args.resubmit,
+        resubmit: !args.no_resubmit,
     };
     let script = render(&profile, &request)?;
     write_script(&script_path, &script)?;
