@@ -52,14 +52,19 @@ pub fn check(
 }
 
 /// Test-only knob: `FUCINA_TEST_NAN_STEPS=3,4` poisons the loss of those steps on the last rank,
-/// as a bad batch or an overflow would.
-pub fn poisoned(step: u64, comm: &dyn Communicator) -> bool {
-    comm.rank() + 1 == comm.size()
-        && std::env::var("FUCINA_TEST_NAN_STEPS").is_ok_and(|steps| {
+/// as a bad batch or an overflow would. Read once, before the loop.
+pub fn poisoned_steps(comm: &dyn Communicator) -> Vec<u64> {
+    if comm.rank() + 1 != comm.size() {
+        return Vec::new();
+    }
+    std::env::var("FUCINA_TEST_NAN_STEPS")
+        .map(|steps| {
             steps
                 .split(',')
-                .any(|s| s.trim().parse::<u64>() == Ok(step))
+                .filter_map(|s| s.trim().parse().ok())
+                .collect()
         })
+        .unwrap_or_default()
 }
 
 /// Whether every float parameter is finite: a checkpoint must never hold NaN weights.

@@ -264,6 +264,10 @@ fn run<B: AutodiffBackend>(
     let mut grad_sync = GradSync::new(config.train.grad_clip, config.dist.bucket_bytes());
     let timeout = std::time::Duration::from_secs_f64(config.dist.timeout_seconds);
     let watchdog = Watchdog::start(timeout, comm.rank());
+    let (nan_steps, hang_step) = (
+        nonfinite::poisoned_steps(comm),
+        watchdog::hang_step(comm.rank(), comm.size()),
+    );
     while state.step < stop {
         let step = state.step;
         let step_started = Instant::now();
@@ -271,11 +275,13 @@ fn run<B: AutodiffBackend>(
         let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
         let mut loss_sum = 0.0;
         watchdog.enter("forward/backward", step + 1);
-        watchdog::test_hang(step + 1, comm.rank(), comm.size());
+        if hang_step == Some(step + 1) {
+            watchdog::hang_forever();
+        }
         for micro in 0..accum {
             let batch = loader.micro_batch(step, micro);
             let mut loss = batch_loss(&model, &batch, rows, device);
-            if nonfinite::poisoned(step + 1, comm) {
+            if nan_steps.contains(&(step + 1)) {
                 loss = loss.mul_scalar(f64::NAN);
             }
             loss_sum += loss.clone().into_scalar().elem::<f64>();

@@ -62,11 +62,16 @@ impl Watchdog {
 }
 
 /// Test-only knob: `FUCINA_TEST_HANG_STEP=N` makes the last rank stop responding in step N.
-pub fn test_hang(step: u64, rank: usize, size: usize) {
-    let hang = std::env::var("FUCINA_TEST_HANG_STEP").is_ok_and(|s| s.trim() == step.to_string());
-    if hang && rank + 1 == size {
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+/// Read once, before the loop.
+pub fn hang_step(rank: usize, size: usize) -> Option<u64> {
+    let step = std::env::var("FUCINA_TEST_HANG_STEP").ok()?;
+    (rank + 1 == size)
+        .then(|| step.trim().parse().ok())
+        .flatten()
+}
+
+pub fn hang_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
