@@ -17,5 +17,5 @@ pub mod tokenizer;
 pub use dataset::TokenDataset;
 pub use loader::{sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState};
 pub use prepare::{prepare, PrepareMeta, PrepareOptions, PrepareSummary};
-pub use shard::{ShardWriter, TokenShard};
+pub use shard::{MaskShard, MaskWriter, ShardWriter, TokenShard};
 pub use tokenizer::{train_bpe, TextTokenizer};

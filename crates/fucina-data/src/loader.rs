@@ -11,6 +11,12 @@
 //! rank `r` at micro-step `m` takes `i ∈ [(m × world + r) × micro_batch, +micro_batch)`:
 //! the union over ranks and micro-steps is `0..global_batch_seqs` for every
 //! world size, which makes training results independent of it.
+//!
+//! Row data (chat examples, see `TokenDataset`) is sampled the same way with
+//! the rows as windows: `n` is the number of rows, window `w` is row `w`,
+//! and `seq_len + 1` must equal the row length. Batches then carry the mask
+//! of their targets, and `step_loss_targets` counts the targets that count
+//! in a whole step, so every rank can divide its loss sum by the same number.
 
 mod eval;
 mod permutation;
@@ -31,6 +37,53 @@ use std::sync::Arc;
 pub struct Batch {
     pub inputs: Vec<u32>,
     pub targets: Vec<u32>,
+    /// For masked (chat) data, one 0/1 byte per target: 1 where the target
+    /// counts in the loss (assistant replies), 0 elsewhere (prompts,
+    /// padding). `None` means every target counts.
+    pub mask: Option<Vec<u8>>,
+}
+
+impl Batch {
+    /// How many targets count in the loss: the ones in `mask`, or all of them.
+    pub fn loss_targets(&self) -> usize {
+        match &self.mask {
+            Some(mask) => mask.iter().filter(|&&m| m != 0).count(),
+            None => self.targets.len(),
+        }
+    }
+}
+
+/// Appends window `w` (of `seq_len + 1` tokens) to `batch` as one input row
+/// and one target row, with the targets' mask when the dataset has one.
+pub(crate) fn push_window(
+    dataset: &TokenDataset,
+    seq_len: usize,
+    w: usize,
+    window: &mut Vec<u32>,
+    mask: &mut Vec<u8>,
+    batch: &mut Batch,
+) {
+    let start = dataset.window_start(seq_len, w);
+    window.resize(seq_len + 1, 0);
+    dataset.read(start, window);
+    batch.inputs.extend_from_slice(&window[..seq_len]);
+    batch.targets.extend_from_slice(&window[1..]);
+    if let Some(out) = &mut batch.mask {
+        mask.resize(seq_len, 0);
+        dataset.read_mask(start + 1, mask);
+        out.extend_from_slice(mask);
+    }
+}
+
+/// An empty batch with room for `rows` rows, with a mask if the dataset has one.
+pub(crate) fn empty_batch(dataset: &TokenDataset, rows: usize, seq_len: usize) -> Batch {
+    Batch {
+        inputs: Vec::with_capacity(rows * seq_len),
+        targets: Vec::with_capacity(rows * seq_len),
+        mask: dataset
+            .has_mask()
+            .then(|| Vec::with_capacity(rows * seq_len)),
+    }
 }
 
 /// The loader's cursor, saved in checkpoints. Because batches are a pure
@@ -57,6 +110,7 @@ impl Loader {
     pub fn new(dataset: impl Into<Arc<TokenDataset>>, spec: BatchSpec) -> Result<Self> {
         let dataset = dataset.into();
         let grad_accum = spec.validate()?;
+        dataset.check_seq_len(spec.seq_len)?;
         if dataset.len() < spec.seq_len + 1 {
             bail!(
                 "dataset holds {} tokens, fewer than one sequence of {} + 1",
@@ -64,7 +118,7 @@ impl Loader {
                 spec.seq_len
             );
         }
-        let windows = ((dataset.len() - 1) / spec.seq_len) as u64;
+        let windows = dataset.windows(spec.seq_len) as u64;
         Ok(Self {
             dataset,
             spec,
@@ -81,7 +135,7 @@ impl Loader {
         self.grad_accum
     }
 
-    /// Windows per epoch.
+    /// Windows (rows, for row data) per epoch.
     pub fn windows(&self) -> u64 {
         self.windows
     }
@@ -114,19 +168,45 @@ impl Loader {
             ..
         } = self.spec;
         let first = (micro * world_size + rank) * micro_batch;
-        let mut batch = Batch {
-            inputs: Vec::with_capacity(micro_batch * seq_len),
-            targets: Vec::new(),
-        };
-        batch.targets.reserve(micro_batch * seq_len);
-        let mut window = vec![0u32; seq_len + 1];
+        let mut batch = empty_batch(&self.dataset, micro_batch, seq_len);
+        let (mut window, mut mask) = (Vec::new(), Vec::new());
         for i in first..first + micro_batch {
-            let start = self.window(step, i) as usize * seq_len;
-            self.dataset.read(start, &mut window);
-            batch.inputs.extend_from_slice(&window[..seq_len]);
-            batch.targets.extend_from_slice(&window[1..]);
+            let w = self.window(step, i) as usize;
+            push_window(
+                &self.dataset,
+                seq_len,
+                w,
+                &mut window,
+                &mut mask,
+                &mut batch,
+            );
         }
         batch
+    }
+
+    /// Targets that count in the loss over the whole global batch of `step`
+    /// (every rank, every micro-step): the mask's ones for masked data, else
+    /// `global_batch_seqs × seq_len`. The same on every rank, so dividing
+    /// each rank's summed loss by it and summing over ranks gives the mean
+    /// over the step's counted targets whatever the world size.
+    pub fn step_loss_targets(&self, step: u64) -> u64 {
+        let BatchSpec {
+            seq_len,
+            global_batch_seqs,
+            ..
+        } = self.spec;
+        if !self.dataset.has_mask() {
+            return (global_batch_seqs * seq_len) as u64;
+        }
+        let mut mask = vec![0u8; seq_len];
+        (0..global_batch_seqs)
+            .map(|i| {
+                let w = self.window(step, i) as usize;
+                self.dataset
+                    .read_mask(self.dataset.window_start(seq_len, w) + 1, &mut mask);
+                mask.iter().map(|&m| m as u64).sum::<u64>()
+            })
+            .sum()
     }
 
     /// The cursor to checkpoint before running `next_step`.

@@ -6,12 +6,16 @@
 //! random windows all over datasets far larger than RAM.
 
 mod header;
+mod mask;
 mod reader;
 mod writer;
 
 pub use header::{
     ShardKind, TokenWidth, HEADER_BYTES, LLMC_HEADER_BYTES, LLMC_MAGIC_U16, LLMC_MAGIC_U32, MAGIC,
     NO_EOS, VERSION,
+};
+pub use mask::{
+    mask_path, MaskShard, MaskWriter, MASK_EXTENSION, MASK_HEADER_BYTES, MASK_MAGIC, MASK_VERSION,
 };
 pub use reader::TokenShard;
 pub use writer::ShardWriter;
