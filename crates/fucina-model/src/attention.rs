@@ -1,5 +1,6 @@
 //! Causal self-attention with grouped-query heads (Llama, Mistral).
 
+use crate::lora::{project, Lora};
 use crate::{config::LlamaConfig, rope::Rope};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
@@ -12,6 +13,11 @@ pub struct Attention<B: Backend> {
     pub k_proj: Linear<B>,
     pub v_proj: Linear<B>,
     pub o_proj: Linear<B>,
+    /// LoRA adapters on the projections (see `lora`); `None` in a plain model.
+    pub q_lora: Option<Lora<B>>,
+    pub k_lora: Option<Lora<B>>,
+    pub v_lora: Option<Lora<B>>,
+    pub o_lora: Option<Lora<B>>,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -42,6 +48,10 @@ impl<B: Backend> Attention<B> {
             k_proj: linear(h, nkv * hd, std, device),
             v_proj: linear(h, nkv * hd, std, device),
             o_proj: linear(nh * hd, h, std, device),
+            q_lora: None,
+            k_lora: None,
+            v_lora: None,
+            o_lora: None,
             n_heads: nh,
             n_kv_heads: nkv,
             head_dim: hd,
@@ -53,12 +63,12 @@ impl<B: Backend> Attention<B> {
         let [batch, seq, _] = x.dims();
         let heads =
             |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
-        let q = rope.apply(heads(self.q_proj.forward(x.clone()), self.n_heads), start);
-        let k = rope.apply(
-            heads(self.k_proj.forward(x.clone()), self.n_kv_heads),
-            start,
-        );
-        let v = heads(self.v_proj.forward(x), self.n_kv_heads);
+        let q = project(&self.q_proj, &self.q_lora, x.clone());
+        let k = project(&self.k_proj, &self.k_lora, x.clone());
+        let v = project(&self.v_proj, &self.v_lora, x);
+        let q = rope.apply(heads(q, self.n_heads), start);
+        let k = rope.apply(heads(k, self.n_kv_heads), start);
+        let v = heads(v, self.n_kv_heads);
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let options = AttentionModuleOptions {
             is_causal: true,
@@ -68,7 +78,7 @@ impl<B: Backend> Attention<B> {
         let out = out
             .swap_dims(1, 2)
             .reshape([batch, seq, self.n_heads * self.head_dim]);
-        self.o_proj.forward(out)
+        project(&self.o_proj, &self.o_lora, out)
     }
 
     /// Shares each key/value head among `n_heads / n_kv_heads` query heads.

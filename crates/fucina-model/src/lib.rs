@@ -2,10 +2,12 @@
 
 pub mod attention;
 pub mod config;
+pub mod lora;
 pub mod mlp;
 pub mod model;
 pub mod presets;
 pub mod rope;
 
 pub use config::LlamaConfig;
+pub use lora::LoraSpec;
 pub use model::{cross_entropy, Llama};
