@@ -33,12 +33,14 @@ def main(argv):
     e.add_argument("--exported", required=True, type=Path, help="HF model directory fucina wrote")
     e.add_argument("--tokens-from", required=True, type=Path, help="reference.safetensors with `tokens` (and `logits`)")
     e.add_argument("--out", required=True, type=Path, help="safetensors file to write `logits` to")
+    e.add_argument("--tol", type=float, default=1e-4, help="fail above this max abs logits diff / max |reference| (default 1e-4)")
 
     c = sub.add_parser("check-peft", help="logits of base + LoRA adapter, unmerged and merged")
     c.add_argument("--base", required=True, type=Path, help="HF base model directory")
     c.add_argument("--adapter", required=True, type=Path, help="PEFT adapter directory")
     c.add_argument("--tokens-from", required=True, type=Path, help="reference.safetensors with `tokens`")
     c.add_argument("--out", required=True, type=Path, help="safetensors file to write `logits` to")
+    c.add_argument("--tol", type=float, default=1e-4, help="fail above this merged-vs-unmerged relative diff (default 1e-4)")
 
     args = p.parse_args(argv)
     torch.manual_seed(0)
@@ -62,8 +64,8 @@ def main(argv):
     import hf_fixtures_check
 
     if args.cmd == "check-export":
-        return hf_fixtures_check.check_export(args.exported, args.tokens_from, args.out)
-    return hf_fixtures_check.check_peft(args.base, args.adapter, args.tokens_from, args.out)
+        return hf_fixtures_check.check_export(args.exported, args.tokens_from, args.out, args.tol)
+    return hf_fixtures_check.check_peft(args.base, args.adapter, args.tokens_from, args.out, args.tol)
 
 
 if __name__ == "__main__":
