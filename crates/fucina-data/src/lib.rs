@@ -4,6 +4,7 @@
 //! Nothing here depends on burn: the trainer receives plain `u32` token
 //! buffers, so this crate can be tested and reused without a tensor backend.
 
+pub mod chat;
 pub mod corpus;
 pub mod dataset;
 mod fsutil;
@@ -14,6 +15,7 @@ mod progress;
 pub mod shard;
 pub mod tokenizer;
 
+pub use chat::{ChatEncoder, ChatTemplate, Conversation, EncodedChat, TokenizerConfig};
 pub use dataset::TokenDataset;
 pub use loader::{sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState};
 pub use prepare::{prepare, PrepareMeta, PrepareOptions, PrepareSummary};
