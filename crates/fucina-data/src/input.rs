@@ -12,14 +12,21 @@
 //!   A leading UTF-8 byte-order mark is dropped.
 //! - JSONL files hold one `{"text": "..."}` object per line; blank lines are
 //!   skipped; other fields are ignored.
+//! - A JSONL line may instead hold a conversation, `{"messages": [{"role":
+//!   "...", "content": "..."}, ...]}` (it wins over a `"text"` on the same
+//!   line). Only `prepare` accepts these; each is validated where it is read,
+//!   and errors name the file and line.
 //! - Empty documents are skipped in both formats.
 
+use crate::chat::Conversation;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const DIR_EXTENSIONS: &[&str] = &["txt", "md", "jsonl"];
 const BOM: char = '\u{feff}';
@@ -122,15 +129,40 @@ fn line_ending_len(line: &str) -> usize {
     }
 }
 
-/// Streams the documents of `files` in order, advancing `bar` by bytes read.
-pub(crate) struct Documents {
+/// One unit of input: a text document or a conversation.
+#[derive(Debug, Clone)]
+pub(crate) enum Record {
+    Text(String),
+    Chat(Conversation, Location),
+}
+
+/// Where a record was read, for errors found after reading.
+#[derive(Debug, Clone)]
+pub(crate) struct Location {
+    pub path: Arc<Path>,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.path.display(), self.line)
+    }
+}
+
+/// Streams the records of `files` in order, advancing `bar` by bytes read.
+pub(crate) struct Records {
     files: std::vec::IntoIter<InputFile>,
     current: Option<Reader>,
     bar: ProgressBar,
 }
 
+/// The text documents of `files`: `Records` for readers that take no
+/// conversations (tokenizer training), which get an error naming the line.
+pub(crate) struct Documents(Records);
+
 struct Reader {
     file: InputFile,
+    shared_path: Arc<Path>,
     lines: BufReader<File>,
     line_no: usize,
     buf: Vec<u8>,
@@ -138,10 +170,39 @@ struct Reader {
 
 #[derive(Deserialize)]
 struct JsonlLine {
-    text: String,
+    text: Option<String>,
+    /// Only its presence is looked at here; conversations are parsed again
+    /// into template values, which keep the order of their fields.
+    messages: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChatLine {
+    messages: minijinja::Value,
 }
 
 impl Documents {
+    pub(crate) fn new(files: Vec<InputFile>, bar: ProgressBar) -> Self {
+        Self(Records::new(files, bar))
+    }
+}
+
+impl Iterator for Documents {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(match self.0.next()? {
+            Ok(Record::Text(doc)) => Ok(doc),
+            Ok(Record::Chat(_, at)) => Err(anyhow::anyhow!(
+                "{at}: a conversation ({{\"messages\": …}}) where only text is accepted; \
+                 conversations can be prepared, but not used to train a tokenizer"
+            )),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+impl Records {
     pub(crate) fn new(files: Vec<InputFile>, bar: ProgressBar) -> Self {
         Self {
             files: files.into_iter(),
@@ -150,7 +211,7 @@ impl Documents {
         }
     }
 
-    fn next_doc(&mut self) -> Result<Option<String>> {
+    fn next_record(&mut self) -> Result<Option<Record>> {
         loop {
             if self.current.is_none() {
                 let Some(file) = self.files.next() else {
@@ -160,6 +221,7 @@ impl Documents {
                     .with_context(|| format!("opening {}", file.path.display()))?;
                 let lines = BufReader::with_capacity(1 << 20, f);
                 self.current = Some(Reader {
+                    shared_path: Arc::from(file.path.as_path()),
                     file,
                     lines,
                     line_no: 0,
@@ -168,7 +230,7 @@ impl Documents {
             }
             let reader = self.current.as_mut().expect("just set");
             let doc = match reader.file.kind {
-                FileKind::Text => reader.next_text(&self.bar)?,
+                FileKind::Text => reader.next_text(&self.bar)?.map(Record::Text),
                 FileKind::Jsonl => reader.next_jsonl(&self.bar)?,
             };
             match doc {
@@ -179,11 +241,11 @@ impl Documents {
     }
 }
 
-impl Iterator for Documents {
-    type Item = Result<String>;
+impl Iterator for Records {
+    type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_doc().transpose()
+        self.next_record().transpose()
     }
 }
 
@@ -230,21 +292,32 @@ impl Reader {
         Ok((!doc.is_empty()).then_some(doc))
     }
 
-    fn next_jsonl(&mut self, bar: &ProgressBar) -> Result<Option<String>> {
+    fn next_jsonl(&mut self, bar: &ProgressBar) -> Result<Option<Record>> {
         while self.read_line(bar)? {
             let line = self.line_str()?;
             if line.trim().is_empty() {
                 continue;
             }
+            let at = Location {
+                path: self.shared_path.clone(),
+                line: self.line_no,
+            };
             let parsed: JsonlLine = serde_json::from_str(line).map_err(|e| {
                 anyhow::anyhow!(
-                    "{}:{}: expected a JSON object with a string \"text\" field ({e})",
-                    self.file.path.display(),
-                    self.line_no
+                    "{at}: expected a JSON object with a string \"text\" field or a \"messages\" list ({e})"
                 )
             })?;
-            if !parsed.text.is_empty() {
-                return Ok(Some(parsed.text));
+            if parsed.messages.is_some() {
+                let chat: ChatLine = serde_json::from_str(line)
+                    .map_err(|e| anyhow::anyhow!("{at}: reading \"messages\" ({e})"))?;
+                let conversation = Conversation::from_value(&chat.messages)
+                    .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+                return Ok(Some(Record::Chat(conversation, at)));
+            }
+            match parsed.text {
+                Some(text) if !text.is_empty() => return Ok(Some(Record::Text(text))),
+                Some(_) => {}
+                None => bail!("{at}: expected a JSON object with a string \"text\" field or a \"messages\" list"),
             }
         }
         Ok(None)

@@ -10,15 +10,46 @@
 //! Inputs are read twice: a first pass counts documents, so the split can
 //! guarantee a non-empty validation set and every malformed input is
 //! reported before any output is written.
+//!
+//! # Conversations
+//!
+//! If any JSONL line holds a conversation (`{"messages": [...]}`), the
+//! output is *rows* instead of a stream, so that attention never crosses
+//! from one example into another and positions start at 0 in each, as in
+//! transformers' fine-tuning. This needs the model's chat template
+//! (`PrepareOptions::chat_template`, a `tokenizer_config.json`) and the
+//! training sequence length (`PrepareOptions::seq_len`):
+//!
+//! - each conversation is rendered with the template and tokenized (see
+//!   `crate::chat`), becoming one row of exactly `seq_len + 1` tokens: cut
+//!   at the end if longer (counted as truncated), padded with the config's
+//!   `pad_token` (else EOS) if shorter;
+//! - beside each `train_NNNNNN.bin` a `train_NNNNNN.mask` holds one byte
+//!   per token, 1 where the token is a target that counts in the loss (the
+//!   assistant replies with their end-of-turn), 0 elsewhere (prompts,
+//!   padding). Conversations left with no such target are dropped and
+//!   counted;
+//! - text documents among the inputs (continued pre-training) are packed as
+//!   in the stream layout, `doc EOS doc EOS …`, and cut into rows that
+//!   overlap by one token, with every token counting; the last is padded;
+//! - shards hold whole rows only; `meta.json` gains a `chat` section with
+//!   the row length, template origin and SHA-256, the pad id and the counts.
+//!
+//! Messages are validated while counting; template errors (e.g. a template
+//! that rejects the order of roles) surface while writing, naming the line,
+//! and leave the directory without `meta.json`, so it is never taken for
+//! complete output.
 
+mod chat;
 mod meta;
 mod outdir;
+mod rows;
 mod sink;
 mod split;
 
-pub use meta::{PrepareMeta, SplitMeta, META_FILE, META_FORMAT};
+pub use meta::{ChatMeta, ChatSummary, PrepareMeta, SplitMeta, META_FILE, META_FORMAT};
 
-use crate::input::{collect_files, Documents, InputFile};
+use crate::input::{collect_files, Documents, InputFile, Location, Record, Records};
 use crate::progress::bytes_bar;
 use crate::shard::TokenWidth;
 use crate::tokenizer::TextTokenizer;
@@ -41,6 +72,12 @@ pub struct PrepareOptions {
     pub shard_tokens: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// The `tokenizer_config.json` whose chat template formats
+    /// conversations; required when the inputs hold any.
+    pub chat_template: Option<PathBuf>,
+    /// The training sequence length; required for conversations, which are
+    /// stored one per row of `seq_len + 1` tokens. Unused for text.
+    pub seq_len: Option<usize>,
 }
 
 impl Default for PrepareOptions {
@@ -49,17 +86,23 @@ impl Default for PrepareOptions {
             val_fraction: 0.01,
             shard_tokens: 100_000_000,
             progress: false,
+            chat_template: None,
+            seq_len: None,
         }
     }
 }
 
-/// Token counts include one EOS per document.
+/// Token counts include one EOS per document (for conversations, rows ×
+/// row length, padding included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrepareSummary {
     pub train_tokens: u64,
     pub val_tokens: u64,
     pub train_docs: u64,
     pub val_docs: u64,
+    /// Set when the inputs held conversations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatSummary>,
 }
 
 /// Tokenizes `inputs` into train/validation shards in `out_dir` (see the
@@ -78,6 +121,24 @@ pub fn prepare(
     if opts.shard_tokens == 0 {
         bail!("shard_tokens must be positive");
     }
+    let files = collect_files(inputs)?;
+    let total_bytes = files.iter().map(|f| f.bytes).sum();
+
+    let bar = bytes_bar(total_bytes, opts.progress, "scanning");
+    let (n_docs, first_chat) = count_records(&files, &bar)?;
+    if n_docs == 0 {
+        bail!("the inputs contain no documents (all files are empty)");
+    }
+    if let Some(first_chat) = first_chat {
+        let inputs = chat::Inputs {
+            paths: inputs,
+            files: &files,
+            n_records: n_docs,
+            first_chat,
+        };
+        return chat::prepare_chat(tokenizer, inputs, out_dir, opts, &bar);
+    }
+
     let Some(eos_id) = tokenizer.eos_id() else {
         bail!(
             "the tokenizer has no EOS token (looked for </s>, <|endoftext|>, <|end_of_text|>, <eos>); \
@@ -86,14 +147,6 @@ pub fn prepare(
         );
     };
     let vocab_size = tokenizer.vocab_size();
-    let files = collect_files(inputs)?;
-    let total_bytes = files.iter().map(|f| f.bytes).sum();
-
-    let bar = bytes_bar(total_bytes, opts.progress, "scanning");
-    let n_docs = count_documents(&files, &bar)?;
-    if n_docs == 0 {
-        bail!("the inputs contain no documents (all files are empty)");
-    }
     let split = Split::new(n_docs, opts.val_fraction);
 
     outdir::claim(out_dir)?;
@@ -149,6 +202,7 @@ pub fn prepare(
             tokens: val.tokens,
             shards: val.shards,
         },
+        chat: None,
     };
     meta.write(out_dir)?;
     Ok(PrepareSummary {
@@ -156,17 +210,21 @@ pub fn prepare(
         val_tokens: meta.val.tokens,
         train_docs: meta.train.docs,
         val_docs: meta.val.docs,
+        chat: None,
     })
 }
 
-/// First pass: validates every input and counts its documents.
-fn count_documents(files: &[InputFile], bar: &ProgressBar) -> Result<u64> {
-    let mut n = 0;
-    for doc in Documents::new(files.to_vec(), bar.clone()) {
-        doc?;
+/// First pass: validates every input and counts its records, noting the
+/// first conversation if there is one.
+fn count_records(files: &[InputFile], bar: &ProgressBar) -> Result<(u64, Option<Location>)> {
+    let (mut n, mut first_chat) = (0, None);
+    for record in Records::new(files.to_vec(), bar.clone()) {
+        if let Record::Chat(_, at) = record? {
+            first_chat.get_or_insert(at);
+        }
         n += 1;
     }
-    Ok(n)
+    Ok((n, first_chat))
 }
 
 fn next_batch(docs: &mut Documents) -> Result<Vec<String>> {

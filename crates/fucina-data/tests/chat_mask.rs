@@ -1,53 +1,10 @@
 //! The loss mask of a conversation, worked out by hand for a ChatML-style
 //! template and a word-level tokenizer whose tokens can be counted.
 
-use fucina_data::{ChatEncoder, ChatTemplate, Conversation, TextTokenizer, TokenizerConfig};
+mod common;
 
-const CHATML: &str =
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
-                      {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-
-/// Words, and every other character alone; `<|im_start|>` and `<|im_end|>` special.
-fn word_tokenizer() -> TextTokenizer {
-    let words = [
-        "\n",
-        " ",
-        "system",
-        "user",
-        "assistant",
-        "Be",
-        "kind",
-        "Hi",
-        "Hello",
-        "there",
-        "Bye",
-        "Ciao",
-        "[UNK]",
-    ];
-    let mut vocab = serde_json::Map::new();
-    vocab.insert("<|im_start|>".into(), 0.into());
-    vocab.insert("<|im_end|>".into(), 1.into());
-    for (i, w) in words.iter().enumerate() {
-        vocab.insert((*w).into(), (i + 2).into());
-    }
-    let special = |id: u32, content: &str| {
-        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                           "rstrip": false, "normalized": false, "special": true})
-    };
-    let json = serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [special(0, "<|im_start|>"), special(1, "<|im_end|>")],
-        "normalizer": null,
-        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\w+|[^\\w]"},
-                          "behavior": "Isolated", "invert": false},
-        "post_processor": null,
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    TextTokenizer::from_json_str(&json.to_string()).unwrap()
-}
+use common::{word_tokenizer, CHATML};
+use fucina_data::{ChatEncoder, ChatTemplate, Conversation, TokenizerConfig};
 
 fn template(source: &str) -> ChatTemplate {
     let config = serde_json::json!({"chat_template": source, "eos_token": "<|im_end|>"});

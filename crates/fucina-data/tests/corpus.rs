@@ -36,6 +36,7 @@ fn builtin_corpus_prepares_with_builtin_tokenizer() {
         val_fraction: 0.05,
         shard_tokens: 1 << 16,
         progress: false,
+        ..Default::default()
     };
     let summary = prepare(&tok, &files, &dir.path().join("out"), &opts).unwrap();
     assert_eq!(summary.train_docs + summary.val_docs, docs.len() as u64);

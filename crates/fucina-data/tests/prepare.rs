@@ -73,6 +73,7 @@ fn prepare_writes_every_document_once_with_eos() {
         val_fraction: 0.2,
         shard_tokens: 40,
         progress: false,
+        ..Default::default()
     };
     let summary = prepare(&tok, &inputs, &out, &opts).unwrap();
 
@@ -134,6 +135,7 @@ fn rerunning_is_byte_identical() {
         val_fraction: 0.3,
         shard_tokens: 64,
         progress: false,
+        ..Default::default()
     };
     let first = prepare(&tok, &inputs, &out, &opts).unwrap();
     let before = dir_bytes(&out);

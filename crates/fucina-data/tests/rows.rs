@@ -14,7 +14,7 @@ const SEQ: usize = ROW - 1;
 /// The mask every test dataset uses, as a function of the token (= its
 /// position), so expectations never read it back from the files.
 fn counts(token: u32) -> u8 {
-    u8::from(token % 3 == 0 || token % 7 == 0)
+    u8::from(token.is_multiple_of(3) || token.is_multiple_of(7))
 }
 
 /// Shards holding `rows[i]` rows each, token at position p = p, with masks.
@@ -191,7 +191,7 @@ fn inconsistent_masks_are_rejected() {
     let mut m = MaskWriter::create(&plain.with_extension("mask"), 3).unwrap();
     m.push(&[0; 6]).unwrap();
     m.finish().unwrap();
-    let err = TokenDataset::open(&[plain.clone()])
+    let err = TokenDataset::open(std::slice::from_ref(&plain))
         .unwrap_err()
         .to_string();
     assert!(
@@ -221,7 +221,10 @@ fn inconsistent_masks_are_rejected() {
     let mut bytes = std::fs::read(&mask).unwrap();
     bytes.pop();
     std::fs::write(&mask, &bytes).unwrap();
-    let err = format!("{:#}", TokenDataset::open(&[plain.clone()]).unwrap_err());
+    let err = format!(
+        "{:#}",
+        TokenDataset::open(std::slice::from_ref(&plain)).unwrap_err()
+    );
     assert!(
         err.contains("header says 9 mask bytes, the file holds 8"),
         "{err}"

@@ -28,12 +28,52 @@ pub struct PrepareMeta {
     pub files: Vec<(String, u64)>,
     pub train: SplitMeta,
     pub val: SplitMeta,
+    /// Present when the inputs held conversations: the data is then rows
+    /// with loss masks rather than a stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatMeta>,
+}
+
+/// How conversations were turned into rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMeta {
+    /// The tokenizer config (or `chat_template.jinja`) the template came from.
+    pub chat_template: String,
+    /// Hex SHA-256 of the template source.
+    pub template_sha256: String,
+    /// Token that fills rows after their content (mask 0).
+    pub pad_id: u32,
+    #[serde(flatten)]
+    pub summary: ChatSummary,
+}
+
+/// Counts over both splits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatSummary {
+    /// The sequence length the rows were made for; train with this `seq_len`.
+    pub seq_len: usize,
+    /// Tokens per row, `seq_len + 1`.
+    pub row_len: usize,
+    /// Conversations written, one row each.
+    pub examples: u64,
+    /// Of those, how many were longer than a row and cut at its end.
+    pub truncated: u64,
+    /// Conversations not written because no assistant token was left to
+    /// train on (none in the conversation, or none within the row).
+    pub dropped: u64,
+    /// Targets that count in the loss over all conversation rows.
+    pub assistant_tokens: u64,
+    /// Text documents packed into rows (all their tokens count).
+    pub text_docs: u64,
+    pub text_rows: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitMeta {
+    /// Documents (conversations and text documents) written.
     pub docs: u64,
-    /// Including one EOS per document.
+    /// Including one EOS per document; for chat data, rows × row length,
+    /// padding included.
     pub tokens: u64,
     /// Shard file names, relative to the directory, in stream order.
     pub shards: Vec<String>,

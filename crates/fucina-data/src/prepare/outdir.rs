@@ -49,7 +49,10 @@ fn is_prepare_output(name: &str) -> bool {
     if name == META_FILE {
         return true;
     }
-    let Some(stem) = name.strip_suffix(".bin") else {
+    let Some(stem) = name
+        .strip_suffix(".bin")
+        .or_else(|| name.strip_suffix(".mask"))
+    else {
         return false;
     };
     let Some(index) = stem
@@ -73,6 +76,8 @@ mod tests {
             "train_000000.bin",
             "val_000012.bin.tmp",
             "train_1234567.bin",
+            "train_000003.mask",
+            "val_000000.mask.tmp",
         ] {
             assert!(is_prepare_output(ok), "{ok}");
         }
@@ -82,6 +87,7 @@ mod tests {
             "train_abcdef.bin",
             "test_000000.bin",
             "train_000000.bin.bak",
+            "train_000000.masks",
         ] {
             assert!(!is_prepare_output(bad), "{bad}");
         }

@@ -41,3 +41,58 @@ pub fn trained_tokenizer(dir: &Path) -> (PathBuf, TextTokenizer) {
     let tok = TextTokenizer::from_file(&path).unwrap();
     (path, tok)
 }
+
+pub const CHATML: &str =
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+                      {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// Words, and every other character alone; `<|im_start|>` = 0,
+/// `<|im_end|>` = 1, `<|endoftext|>` = 15 and `<pad>` = 16 are special. The
+/// ids of the words are their index in the list below plus 2.
+pub fn word_tokenizer() -> TextTokenizer {
+    TextTokenizer::from_json_str(&word_tokenizer_json()).unwrap()
+}
+
+pub fn word_tokenizer_json() -> String {
+    let words = [
+        "\n",
+        " ",
+        "system",
+        "user",
+        "assistant",
+        "Be",
+        "kind",
+        "Hi",
+        "Hello",
+        "there",
+        "Bye",
+        "Ciao",
+        "[UNK]",
+    ];
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("<|im_start|>".into(), 0.into());
+    vocab.insert("<|im_end|>".into(), 1.into());
+    for (i, w) in words.iter().enumerate() {
+        vocab.insert((*w).into(), (i + 2).into());
+    }
+    vocab.insert("<|endoftext|>".into(), 15.into());
+    vocab.insert("<pad>".into(), 16.into());
+    let special = |id: u32, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                           "rstrip": false, "normalized": false, "special": true})
+    };
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(0, "<|im_start|>"), special(1, "<|im_end|>"),
+                         special(15, "<|endoftext|>"), special(16, "<pad>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\w+|[^\\w]"},
+                          "behavior": "Isolated", "invert": false},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    json.to_string()
+}

@@ -1,0 +1,236 @@
+//! Preparing inputs that hold conversations: each becomes one row of
+//! `seq_len + 1` tokens with its loss mask (see `prepare` module docs).
+
+use super::meta::{ChatMeta, ChatSummary, PrepareMeta, SplitMeta, META_FORMAT};
+use super::rows::RowSink;
+use super::split::Split;
+use super::{outdir, PrepareOptions, PrepareSummary};
+use crate::chat::{ChatEncoder, ChatTemplate, EncodedChat};
+use crate::input::{InputFile, Location, Record, Records};
+use crate::shard::TokenWidth;
+use crate::tokenizer::TextTokenizer;
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use std::path::{Path, PathBuf};
+
+/// Records encoded per parallel batch: enough to keep every core busy.
+const BATCH_RECORDS: usize = 4096;
+
+pub(super) struct Inputs<'a> {
+    pub paths: &'a [PathBuf],
+    pub files: &'a [InputFile],
+    pub n_records: u64,
+    /// The first conversation, named in errors about missing options.
+    pub first_chat: Location,
+}
+
+pub(super) fn prepare_chat(
+    tokenizer: &TextTokenizer,
+    inputs: Inputs,
+    out_dir: &Path,
+    opts: &PrepareOptions,
+    bar: &ProgressBar,
+) -> Result<PrepareSummary> {
+    let at = &inputs.first_chat;
+    let Some(template_path) = &opts.chat_template else {
+        bail!(
+            "{at} is a conversation ({{\"messages\": …}}), which needs the model's chat template: \
+             give its tokenizer_config.json with --chat-template (or put it next to the tokenizer.json)"
+        );
+    };
+    let Some(seq_len) = opts.seq_len.filter(|&s| s > 0) else {
+        bail!(
+            "{at} is a conversation ({{\"messages\": …}}); conversations are stored one per row of \
+             seq_len + 1 tokens, so give the sequence length you will train with (--seq-len, \
+             the run's data.seq_len)"
+        );
+    };
+    let row_len = seq_len + 1;
+    let template = ChatTemplate::from_file(template_path)
+        .with_context(|| format!("loading the chat template from {}", template_path.display()))?;
+    let config = template.config().clone();
+    let origin = template.origin().to_owned();
+    let template_sha256 = template.sha256().to_owned();
+    let encoder = ChatEncoder::new(template, tokenizer);
+
+    let named_id = |name: &str| config.token(name).and_then(|t| tokenizer.token_to_id(t));
+    let Some(eos_id) = tokenizer.eos_id().or_else(|| named_id("eos_token")) else {
+        bail!(
+            "the tokenizer has no EOS token (looked for </s>, <|endoftext|>, <|end_of_text|>, <eos>, \
+             and the eos_token of {origin}), needed to end text documents and to pad rows"
+        );
+    };
+    let pad_id = named_id("pad_token").unwrap_or(eos_id);
+    let vocab_size = tokenizer.vocab_size();
+
+    outdir::claim(out_dir)?;
+    let split = Split::new(inputs.n_records, opts.val_fraction);
+    let sink = |prefix| {
+        RowSink::new(
+            out_dir,
+            prefix,
+            vocab_size,
+            eos_id,
+            pad_id,
+            row_len,
+            opts.shard_tokens,
+        )
+    };
+    let (mut train, mut val) = (sink("train"), sink("val"));
+    let (mut train_docs, mut val_docs) = (0u64, 0u64);
+    let mut counts = ChatSummary {
+        seq_len,
+        row_len,
+        ..Default::default()
+    };
+    bar.reset();
+    bar.set_message("tokenizing");
+    let mut records = Records::new(inputs.files.to_vec(), bar.clone());
+    let mut index = 0u64;
+    loop {
+        let batch: Vec<Record> = records
+            .by_ref()
+            .take(BATCH_RECORDS)
+            .collect::<Result<_>>()?;
+        if batch.is_empty() {
+            break;
+        }
+        for encoded in encode_batch(&encoder, tokenizer, batch)? {
+            let is_val = split.is_val(index);
+            index += 1;
+            let sink = if is_val { &mut val } else { &mut train };
+            match encoded {
+                Encoded::Text(tokens) => {
+                    sink.push_text(&tokens)?;
+                    counts.text_docs += 1;
+                }
+                Encoded::Chat(EncodedChat {
+                    mut tokens,
+                    mut mask,
+                }) => {
+                    let truncated = tokens.len() > row_len;
+                    tokens.truncate(row_len);
+                    mask.truncate(row_len);
+                    // The first token of a row is never a target.
+                    let targets = mask.iter().skip(1).map(|&m| m as u64).sum::<u64>();
+                    if targets == 0 {
+                        counts.dropped += 1;
+                        continue;
+                    }
+                    sink.push_row(&tokens, &mask)?;
+                    counts.examples += 1;
+                    counts.truncated += u64::from(truncated);
+                    counts.assistant_tokens += targets;
+                }
+            }
+            *(if is_val {
+                &mut val_docs
+            } else {
+                &mut train_docs
+            }) += 1;
+        }
+    }
+    if index != inputs.n_records {
+        bail!(
+            "the inputs changed while being read: {} records when counted, {index} when tokenized",
+            inputs.n_records
+        );
+    }
+    train.finish()?;
+    val.finish()?;
+    bar.finish_and_clear();
+    counts.text_rows = train.text_rows + val.text_rows;
+    if train.rows == 0 {
+        bail!(
+            "nothing to train on: all {} conversations were dropped because no assistant token \
+             fits in the first {row_len} tokens (seq_len {seq_len} + 1); use a longer --seq-len",
+            counts.dropped
+        );
+    }
+
+    let split_meta = |sink: &RowSink, docs| SplitMeta {
+        docs,
+        tokens: sink.rows * row_len as u64,
+        shards: sink.shards.clone(),
+    };
+    let meta = PrepareMeta {
+        format: META_FORMAT.into(),
+        fucina_data_version: env!("CARGO_PKG_VERSION").into(),
+        tokenizer_sha256: tokenizer.sha256().into(),
+        vocab_size,
+        eos_id,
+        bytes_per_token: TokenWidth::for_vocab(vocab_size).bytes() as u32,
+        val_fraction: opts.val_fraction,
+        shard_tokens: opts.shard_tokens,
+        inputs: inputs
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        files: inputs
+            .files
+            .iter()
+            .map(|f| (f.path.display().to_string(), f.bytes))
+            .collect(),
+        train: split_meta(&train, train_docs),
+        val: split_meta(&val, val_docs),
+        chat: Some(ChatMeta {
+            chat_template: origin,
+            template_sha256,
+            pad_id,
+            summary: counts,
+        }),
+    };
+    meta.write(out_dir)?;
+    Ok(PrepareSummary {
+        train_tokens: meta.train.tokens,
+        val_tokens: meta.val.tokens,
+        train_docs,
+        val_docs,
+        chat: Some(counts),
+    })
+}
+
+enum Encoded {
+    Text(Vec<u32>),
+    Chat(EncodedChat),
+}
+
+/// Encodes records in order, conversations spread over threads; the first
+/// failure (in input order) names the line it came from.
+fn encode_batch(
+    encoder: &ChatEncoder,
+    tokenizer: &TextTokenizer,
+    batch: Vec<Record>,
+) -> Result<Vec<Encoded>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = batch.len().div_ceil(threads).max(1);
+    let encoded: Vec<Result<Vec<Encoded>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = batch
+            .chunks(chunk)
+            .map(|records| {
+                scope.spawn(move || {
+                    records
+                        .iter()
+                        .map(|record| match record {
+                            Record::Text(text) => tokenizer.encode(text).map(Encoded::Text),
+                            Record::Chat(conversation, at) => encoder
+                                .encode(conversation)
+                                .map(Encoded::Chat)
+                                .with_context(|| format!("{at}")),
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(batch.len());
+    for part in encoded {
+        out.extend(part?);
+    }
+    Ok(out)
+}
