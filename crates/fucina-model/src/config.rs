@@ -28,6 +28,56 @@ pub struct LlamaConfig {
     /// Standard deviation of the normal initialisation (HF `initializer_range`).
     #[serde(default = "default_initializer_range")]
     pub initializer_range: f64,
+    /// Stretches RoPE to a longer context than the model was pre-trained on (Llama 3.1+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Mistral's attention window. fucina attends to the whole sequence, which is the same
+    /// thing as long as no sequence is longer than the window (see `check_seq_len`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+}
+
+/// RoPE frequency scaling, under Hugging Face's `rope_scaling` names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// Llama 3.1's: low frequencies slowed by `factor`, high ones kept, a smooth ramp between.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+}
+
+impl RopeScaling {
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let positive = |v: f64| v.is_finite() && v > 0.0;
+                if !positive(factor) || !positive(low_freq_factor) || !positive(high_freq_factor) {
+                    bail!(
+                        "rope_scaling: factor, low_freq_factor and high_freq_factor must be positive"
+                    );
+                }
+                // The ramp between the two divides by their difference.
+                if high_freq_factor <= low_freq_factor {
+                    bail!(
+                        "rope_scaling: high_freq_factor {high_freq_factor} must exceed low_freq_factor {low_freq_factor}"
+                    );
+                }
+                if original_max_position_embeddings == 0 {
+                    bail!("rope_scaling: original_max_position_embeddings must be positive");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_rms_norm_eps() -> f64 {
@@ -50,12 +100,20 @@ impl LlamaConfig {
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
-    /// Reads a model config from TOML (fucina's `configs/models/`) or JSON (a HF `config.json`).
+    /// Reads a model config from TOML (fucina's `configs/models/`) or JSON: a HF `config.json`
+    /// (recognised by `architectures` or `model_type`, checked as on import) or these fields.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read model config {}", path.display()))?;
         let config: Self = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text)
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("invalid model config {}", path.display()))?;
+            if value.get("architectures").is_some() || value.get("model_type").is_some() {
+                return Ok(crate::hf::HfConfig::from_value(value)
+                    .with_context(|| format!("invalid model config {}", path.display()))?
+                    .model);
+            }
+            serde_json::from_value(value)
                 .with_context(|| format!("invalid model config {}", path.display()))?
         } else {
             toml::from_str(&text)
@@ -106,6 +164,32 @@ impl LlamaConfig {
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(self.rms_norm_eps) || !positive(self.rope_theta) {
             bail!("rms_norm_eps and rope_theta must be positive");
+        }
+        if let Some(scaling) = &self.rope_scaling {
+            scaling.validate()?;
+        }
+        if self.sliding_window == Some(0) {
+            bail!("sliding_window must be positive (or absent)");
+        }
+        Ok(())
+    }
+
+    /// Refuses sequences the model cannot treat as Hugging Face does: beyond the rotary table,
+    /// or beyond a sliding window, where HF would stop attending to early tokens and fucina
+    /// (which has no windowed attention) would not.
+    pub fn check_seq_len(&self, seq_len: usize) -> Result<()> {
+        if seq_len > self.max_position_embeddings {
+            bail!(
+                "sequence length {seq_len} exceeds the model's max_position_embeddings {}",
+                self.max_position_embeddings
+            );
+        }
+        if let Some(window) = self.sliding_window {
+            if seq_len > window {
+                bail!(
+                    "sequence length {seq_len} exceeds the model's sliding_window {window}: fucina has no windowed attention, so it would attend further back than the model was trained to"
+                );
+            }
         }
         Ok(())
     }

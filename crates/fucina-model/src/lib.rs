@@ -2,9 +2,11 @@
 
 pub mod attention;
 pub mod config;
+pub mod hf;
 pub mod lora;
 pub mod mlp;
 pub mod model;
+pub mod peft;
 pub mod presets;
 pub mod rope;
 

@@ -68,6 +68,7 @@ impl<B: Backend> Llama<B> {
                 config.max_position_embeddings,
                 config.head_dim(),
                 config.rope_theta,
+                config.rope_scaling.as_ref(),
                 device,
             ),
         }

@@ -1,6 +1,7 @@
 //! Rotary position embeddings in Hugging Face's rotate-half convention: dimension i is paired
 //! with i + head_dim/2 (not with its neighbour, as in the original RoFormer layout).
 
+use crate::config::RopeScaling;
 use burn::prelude::*;
 
 #[derive(Module, Debug)]
@@ -10,23 +11,63 @@ pub struct Rope<B: Backend> {
     sin: Tensor<B, 2>,
 }
 
-/// The angle table, computed in f64 on the host so every backend starts from identical values.
-pub fn rope_angles(max_positions: usize, head_dim: usize, theta: f64) -> Vec<f64> {
-    let half = head_dim / 2;
+/// Each pair's rotation speed θ^(-2i/head_dim), in f64, adjusted by `scaling` if given.
+pub fn inv_freqs(head_dim: usize, theta: f64, scaling: Option<&RopeScaling>) -> Vec<f64> {
+    let base = (0..head_dim / 2).map(|i| theta.powf(-(2.0 * i as f64) / head_dim as f64));
+    match scaling {
+        None => base.collect(),
+        Some(&RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => {
+            let original = original_max_position_embeddings as f64;
+            base.map(|f| {
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                if wavelen < original / high_freq_factor {
+                    f
+                } else if wavelen > original / low_freq_factor {
+                    f / factor
+                } else {
+                    // 0 at the low-frequency end of the ramp, 1 at the high-frequency end.
+                    let smooth = (original / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * f / factor + smooth * f
+                }
+            })
+            .collect()
+        }
+    }
+}
+
+/// The angle table [max_positions, head_dim], computed in f64 on the host so every backend
+/// starts from identical values.
+pub fn rope_angles(
+    max_positions: usize,
+    head_dim: usize,
+    theta: f64,
+    scaling: Option<&RopeScaling>,
+) -> Vec<f64> {
+    let freqs = inv_freqs(head_dim, theta, scaling);
     let mut angles = Vec::with_capacity(max_positions * head_dim);
     for pos in 0..max_positions {
         for j in 0..head_dim {
-            let i = j % half;
-            let inv_freq = theta.powf(-(2.0 * i as f64) / head_dim as f64);
-            angles.push(pos as f64 * inv_freq);
+            angles.push(pos as f64 * freqs[j % freqs.len()]);
         }
     }
     angles
 }
 
 impl<B: Backend> Rope<B> {
-    pub fn new(max_positions: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
-        let angles = rope_angles(max_positions, head_dim, theta);
+    pub fn new(
+        max_positions: usize,
+        head_dim: usize,
+        theta: f64,
+        scaling: Option<&RopeScaling>,
+        device: &B::Device,
+    ) -> Self {
+        let angles = rope_angles(max_positions, head_dim, theta, scaling);
         let table = |f: fn(f64) -> f64| {
             let values: Vec<f32> = angles.iter().map(|&a| f(a) as f32).collect();
             Tensor::from_data(TensorData::new(values, [max_positions, head_dim]), device)

@@ -23,6 +23,8 @@ fn config(tied: bool, kv_heads: usize) -> LlamaConfig {
         tie_word_embeddings: tied,
         // Large weights so that attention is far from uniform and RoPE matters.
         initializer_range: 0.3,
+        rope_scaling: None,
+        sliding_window: None,
     }
 }
 
