@@ -31,7 +31,8 @@ fn f32_export_then_import_is_bit_identical() {
 fn half_precision_exports_round_to_nearest_even() {
     let config = tiny(false);
     let model = random_model(&config, 12);
-    let rounders: [(HfDtype, fn(f32) -> f32); 2] = [
+    type Rounding = fn(f32) -> f32;
+    let rounders: [(HfDtype, Rounding); 2] = [
         (HfDtype::BF16, |v| bf16::from_f32(v).to_f32()),
         (HfDtype::F16, |v| f16::from_f32(v).to_f32()),
     ];
@@ -50,7 +51,11 @@ fn half_precision_exports_round_to_nearest_even() {
         let mut changed = 0;
         for ((name, x), (_, y)) in weights(&model).iter().zip(&weights(&loaded)) {
             for (a, b) in x.iter().zip(y) {
-                assert_eq!(round(*a).to_bits(), b.to_bits(), "{name} {dtype}: {a} → {b}");
+                assert_eq!(
+                    round(*a).to_bits(),
+                    b.to_bits(),
+                    "{name} {dtype}: {a} → {b}"
+                );
                 changed += (a != b) as usize;
             }
         }

@@ -254,7 +254,9 @@ fn write_all<B: Backend>(
     }
     bar.finish_and_clear();
     if shards.len() > 1 {
-        let index = json!({"metadata": {"total_size": total_bytes}, "weight_map": weight_map});
+        let parameters: usize = entries.iter().map(Entry::numel).sum();
+        let metadata = json!({"total_size": total_bytes, "total_parameters": parameters});
+        let index = json!({"metadata": metadata, "weight_map": weight_map});
         write_json(&staging.join(INDEX_FILE), &index)?;
     }
     write_json(&staging.join(CONFIG_FILE), &hf.to_json(dtype))?;

@@ -37,14 +37,17 @@ pub(crate) fn parse_rope(
             Some(other) => bail!("{name} must be an object or null, got {other}"),
         }
     }
-    let mut thetas: Vec<(&str, f64)> = top_theta.map(|t| ("rope_theta", t)).into_iter().collect();
-    thetas.extend(dicts.iter().filter_map(|(n, d)| d.theta.map(|t| (*n, t))));
+    let mut thetas: Vec<(String, f64)> = top_theta
+        .map(|t| ("rope_theta".to_string(), t))
+        .into_iter()
+        .collect();
+    thetas.extend(
+        dicts
+            .iter()
+            .filter_map(|(n, d)| d.theta.map(|t| (format!("{n}.rope_theta"), t))),
+    );
     if let Some((name, theta)) = thetas.iter().find(|(_, t)| *t != thetas[0].1) {
-        bail!(
-            "{} says rope_theta {} but {name} says {theta}",
-            thetas[0].0,
-            thetas[0].1
-        );
+        bail!("{} = {} but {name} = {theta}", thetas[0].0, thetas[0].1);
     }
     if let [(a, first), (b, second)] = dicts.as_slice() {
         if first.scaling != second.scaling {

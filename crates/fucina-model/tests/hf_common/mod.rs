@@ -33,11 +33,7 @@ pub fn random_model(config: &LlamaConfig, seed: u64) -> Llama<B> {
     let mut model = Llama::<B>::new(config, &device);
     // Norm weights start at one; make them differ so a swapped norm shows.
     let jitter = |n: usize| {
-        Tensor::<B, 1>::random(
-            [n],
-            burn::tensor::Distribution::Uniform(0.5, 1.5),
-            &device,
-        )
+        Tensor::<B, 1>::random([n], burn::tensor::Distribution::Uniform(0.5, 1.5), &device)
     };
     let h = config.hidden_size;
     model.norm.gamma = burn::module::Param::from_tensor(jitter(h));
@@ -62,21 +58,48 @@ pub fn weights(model: &Llama<B>) -> Vec<(String, Vec<f32>)> {
         let p = format!("model.layers.{i}");
         let (a, m) = (&l.self_attn, &l.mlp);
         out.extend([
-            (format!("{p}.input_layernorm.weight"), floats(l.input_layernorm.gamma.val())),
-            (format!("{p}.self_attn.q_proj.weight"), floats(a.q_proj.weight.val())),
-            (format!("{p}.self_attn.k_proj.weight"), floats(a.k_proj.weight.val())),
-            (format!("{p}.self_attn.v_proj.weight"), floats(a.v_proj.weight.val())),
-            (format!("{p}.self_attn.o_proj.weight"), floats(a.o_proj.weight.val())),
+            (
+                format!("{p}.input_layernorm.weight"),
+                floats(l.input_layernorm.gamma.val()),
+            ),
+            (
+                format!("{p}.self_attn.q_proj.weight"),
+                floats(a.q_proj.weight.val()),
+            ),
+            (
+                format!("{p}.self_attn.k_proj.weight"),
+                floats(a.k_proj.weight.val()),
+            ),
+            (
+                format!("{p}.self_attn.v_proj.weight"),
+                floats(a.v_proj.weight.val()),
+            ),
+            (
+                format!("{p}.self_attn.o_proj.weight"),
+                floats(a.o_proj.weight.val()),
+            ),
             (
                 format!("{p}.post_attention_layernorm.weight"),
                 floats(l.post_attention_layernorm.gamma.val()),
             ),
-            (format!("{p}.mlp.gate_proj.weight"), floats(m.gate_proj.weight.val())),
-            (format!("{p}.mlp.up_proj.weight"), floats(m.up_proj.weight.val())),
-            (format!("{p}.mlp.down_proj.weight"), floats(m.down_proj.weight.val())),
+            (
+                format!("{p}.mlp.gate_proj.weight"),
+                floats(m.gate_proj.weight.val()),
+            ),
+            (
+                format!("{p}.mlp.up_proj.weight"),
+                floats(m.up_proj.weight.val()),
+            ),
+            (
+                format!("{p}.mlp.down_proj.weight"),
+                floats(m.down_proj.weight.val()),
+            ),
         ]);
     }
-    out.push(("model.norm.weight".to_string(), floats(model.norm.gamma.val())));
+    out.push((
+        "model.norm.weight".to_string(),
+        floats(model.norm.gamma.val()),
+    ));
     if let Some(head) = &model.lm_head {
         out.push(("lm_head.weight".to_string(), floats(head.weight.val())));
     }
