@@ -237,3 +237,26 @@ fn copies_tokenizer_files() {
     );
     assert!(!out.join("unrelated.txt").exists());
 }
+
+#[test]
+fn refuses_a_model_with_unmerged_adapters() {
+    let config = tiny(false);
+    let spec = fucina_model::LoraSpec {
+        r: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        target_modules: vec!["q_proj".into()],
+    };
+    let model = random_model(&config, 1).with_lora(&spec, 0, &Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let e = export(&model, &config, &out, &ExportOptions::default()).unwrap_err();
+    assert!(format!("{e:#}").contains("LoRA"), "{e:#}");
+    export(
+        &model.merge_lora(),
+        &config,
+        &out,
+        &ExportOptions::default(),
+    )
+    .unwrap();
+}

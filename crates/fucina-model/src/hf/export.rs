@@ -118,6 +118,10 @@ fn check_model<B: Backend>(
     config: &LlamaConfig,
     entries: &[Entry],
 ) -> Result<()> {
+    // The base weights alone would silently drop the fine-tuning.
+    if model.has_lora() {
+        bail!("the model carries LoRA adapters: merge them into the weights first (Llama::merge_lora)");
+    }
     if model.layers.len() != config.num_hidden_layers {
         bail!(
             "the model has {} layers but the config says num_hidden_layers = {}",
