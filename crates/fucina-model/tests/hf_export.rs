@@ -260,3 +260,28 @@ fn refuses_a_model_with_unmerged_adapters() {
     )
     .unwrap();
 }
+
+#[test]
+fn default_dtype_is_the_sources_even_when_config_json_omits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("mistral");
+    std::fs::create_dir(&source).unwrap();
+    for entry in std::fs::read_dir(fixture("mistral")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, source.join(path.file_name().unwrap())).unwrap();
+    }
+    let mut config = json(&source.join("config.json"));
+    config.as_object_mut().unwrap().remove("dtype");
+    std::fs::write(source.join("config.json"), config.to_string()).unwrap();
+    let checkpoint = HfCheckpoint::open(&source).unwrap();
+    assert_eq!(checkpoint.torch_dtype(), Some(HfDtype::BF16));
+    let model = checkpoint.load::<B>(&Default::default(), false).unwrap();
+    let options = ExportOptions {
+        source: Some(checkpoint.hf_config().clone()),
+        ..Default::default()
+    };
+    let out = dir.path().join("out");
+    let summary = export(&model, checkpoint.config(), &out, &options).unwrap();
+    assert_eq!(summary.dtype, HfDtype::BF16);
+    assert_eq!(json(&out.join("config.json"))["torch_dtype"], "bfloat16");
+}

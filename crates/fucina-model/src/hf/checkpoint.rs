@@ -44,7 +44,7 @@ impl HfCheckpoint {
         if !dir.is_dir() {
             bail!("{} is not a directory", dir.display());
         }
-        let config = HfConfig::from_file(&dir.join(CONFIG_FILE))?;
+        let mut config = HfConfig::from_file(&dir.join(CONFIG_FILE))?;
         let (files, mut found) = weight_files(&dir)?;
         let mut tensors = Vec::new();
         for entry in names::expected(&config.model) {
@@ -84,6 +84,15 @@ impl HfCheckpoint {
                 if found.len() > 10 { ", …" } else { "" }
             );
         }
+        // An export defaults to the source's precision: a config.json that does not say it
+        // leaves the tensors to tell, if they agree.
+        if config.torch_dtype.is_none() {
+            let mut dtypes = tensors.iter().map(|(_, l)| l.dtype);
+            let first = dtypes.next();
+            if dtypes.all(|d| Some(d) == first) {
+                config.torch_dtype = first;
+            }
+        }
         Ok(HfCheckpoint {
             dir,
             config,
@@ -112,13 +121,7 @@ impl HfCheckpoint {
 
     /// The stored precision: config.json's `torch_dtype`, else the tensors' if they share one.
     pub fn torch_dtype(&self) -> Option<HfDtype> {
-        self.config.torch_dtype.or_else(|| {
-            let first = self.tensors.first()?.1.dtype;
-            self.tensors
-                .iter()
-                .all(|(_, l)| l.dtype == first)
-                .then_some(first)
-        })
+        self.config.torch_dtype
     }
 
     /// The weight files, relative to `dir`.

@@ -68,7 +68,8 @@ const CHECKED_FIELDS: &[&str] = &[
 pub struct HfConfig {
     pub architecture: Architecture,
     pub model: LlamaConfig,
-    /// `torch_dtype` (transformers 5: `dtype`), when it names a type fucina stores.
+    /// `torch_dtype` (transformers 5: `dtype`), when it names a type fucina stores; failing
+    /// that, `HfCheckpoint::open` fills in the tensors' dtype if they all share one.
     pub torch_dtype: Option<HfDtype>,
     /// The harmless and checked fields exactly as the source wrote them.
     pub kept: BTreeMap<String, Value>,
