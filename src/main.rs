@@ -1,6 +1,7 @@
 //! The `fucina` command line: a thin layer over the crates.
 
 mod cli;
+mod export;
 mod launch;
 
 fn main() -> std::process::ExitCode {

@@ -6,6 +6,7 @@ pub mod hf;
 pub mod lora;
 pub mod mlp;
 pub mod model;
+pub mod peft;
 pub mod presets;
 pub mod rope;
 

@@ -3,7 +3,8 @@
 
 use crate::backend::BackendKind;
 use anyhow::{anyhow, bail, Context, Result};
-use fucina_model::{presets, LlamaConfig};
+use fucina_model::hf::HfCheckpoint;
+use fucina_model::{presets, LlamaConfig, LoraSpec};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -26,8 +27,13 @@ pub struct RunConfig {
     pub peak_tflops: Option<f64>,
     /// Where metrics, checkpoints and plots go.
     pub out_dir: PathBuf,
-    /// `preset = "small"` (or a path to a model TOML / HF config.json) plus any field to override.
+    /// `preset = "small"` (or a path to a model TOML / HF config.json) plus any field to
+    /// override; or `hf = "DIR"`, a Hugging Face model directory whose shape and weights the
+    /// run starts from.
     pub model: toml::Table,
+    /// LoRA fine-tuning: the model is frozen and adapters on the named projections train.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
     pub data: DataConfig,
     pub train: TrainConfig,
     #[serde(default)]
@@ -223,6 +229,18 @@ impl RunConfig {
 
     /// The model shape: the preset (if any), then every other `[model]` key on top of it.
     pub fn model_config(&self) -> Result<LlamaConfig> {
+        if let Some(dir) = self.hf_dir()? {
+            let extra: Vec<String> = self.model.keys().filter(|k| *k != "hf").cloned().collect();
+            if !extra.is_empty() {
+                bail!(
+                    "model.hf takes the model's shape from {}; remove model.{} (a different shape would not match its weights)",
+                    dir.join("config.json").display(),
+                    extra.join(", model.")
+                );
+            }
+            let checkpoint = HfCheckpoint::open(&dir).context("in [model] hf")?;
+            return Ok(checkpoint.config().clone());
+        }
         let mut table = self.model.clone();
         if let Some(preset) = table.remove("preset") {
             let name = preset
@@ -237,7 +255,19 @@ impl RunConfig {
         Ok(config)
     }
 
+    /// The Hugging Face directory of `model.hf`, if the run starts from one.
+    pub fn hf_dir(&self) -> Result<Option<PathBuf>> {
+        match self.model.get("hf") {
+            None => Ok(None),
+            Some(toml::Value::String(dir)) => Ok(Some(PathBuf::from(dir))),
+            Some(other) => bail!("model.hf must be a directory path (a string), got {other}"),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+        }
         if self.precision == Precision::Bf16
             && !matches!(self.backend, BackendKind::Cuda | BackendKind::Rocm)
         {
@@ -267,13 +297,9 @@ impl RunConfig {
             );
         }
         let model = self.model_config()?;
-        if self.data.seq_len > model.max_position_embeddings {
-            bail!(
-                "data.seq_len ({}) exceeds the model's max_position_embeddings ({})",
-                self.data.seq_len,
-                model.max_position_embeddings
-            );
-        }
+        model
+            .check_seq_len(self.data.seq_len)
+            .context("data.seq_len")?;
         if !(0.0..=t.lr).contains(&t.min_lr) {
             bail!(
                 "train.min_lr ({}) must lie between 0 and train.lr ({})",

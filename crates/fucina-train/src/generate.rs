@@ -1,6 +1,6 @@
 //! Sampling text from a model: temperature and top-k, seeded so a sample can be reproduced.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use burn::prelude::*;
 use fucina_data::TextTokenizer;
 use fucina_model::Llama;
@@ -104,17 +104,8 @@ pub struct GenerateOptions {
 /// Loads a checkpoint written by `fucina train` (its config names the model and tokenizer) and
 /// samples from it on the backend the run used.
 pub fn from_checkpoint(dir: &std::path::Path, options: GenerateOptions) -> Result<String> {
-    use crate::checkpoint::{self, CONFIG_FILE};
-    let dir = if dir.join(checkpoint::DONE_FILE).is_file() {
-        checkpoint::resolve(dir, &dir.to_string_lossy())?
-    } else {
-        checkpoint::resolve(dir, "auto").with_context(|| {
-            format!(
-                "{} is neither a checkpoint nor a run directory holding one",
-                dir.display()
-            )
-        })?
-    };
+    use crate::checkpoint::CONFIG_FILE;
+    let dir = crate::export::checkpoint_dir(dir)?;
     let config = crate::RunConfig::load(&dir.join(CONFIG_FILE), &[])?;
     let tokenizer = crate::data::load_tokenizer(&config.data.tokenizer)?;
     let task = SampleTask {
@@ -137,7 +128,7 @@ impl crate::BackendTask for SampleTask {
     type Output = Result<String>;
     fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Result<String> {
         type Inner<B> = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
-        let model = Llama::<Inner<B>>::new(&self.config.model_config()?, &device);
+        let model = crate::export::model_skeleton::<Inner<B>>(&self.config, &device)?;
         let model = crate::checkpoint::load_model::<Inner<B>, _>(&self.dir, model, &device)?;
         let o = &self.options;
         sample(

@@ -184,6 +184,10 @@ struct Flatten<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let value = param.val();
+        // Frozen weights (the base under LoRA) are neither sent nor updated.
+        if !value.is_require_grad() {
+            return;
+        }
         let dims = value.dims();
         let n: usize = dims.iter().product();
         // A parameter the loss does not reach has no gradient: it contributes zeros.
@@ -211,7 +215,10 @@ struct Unflatten<'a, B: AutodiffBackend> {
 type Slice = (usize, std::ops::Range<usize>);
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
-    fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<B, D>>) {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !param.val().is_require_grad() {
+            return;
+        }
         let ((bucket, range), (id, dims)) =
             self.places.next().expect("same parameters on both visits");
         let mut values = self.hosts.next().expect("one download per parameter");

@@ -7,6 +7,7 @@ use crate::config::RunConfig;
 use crate::consistency::{check_replicas, check_same_config};
 use crate::data::{self, RunData};
 use crate::grads::GradSync;
+use crate::loss::{eval_sums, micro_loss, step_scale};
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::{learning_rate, AdamW};
 use crate::watchdog::{self, Watchdog};
@@ -17,10 +18,9 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use fucina_data::{
-    sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, TokenDataset,
-};
+use fucina_data::{sequential_batch, sequential_batch_count, BatchSpec, Loader, TokenDataset};
 use fucina_dist::{placement, Communicator};
+use fucina_model::hf::HfCheckpoint;
 use fucina_model::{Llama, LlamaConfig};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -82,30 +82,33 @@ impl BackendTask for TrainTask<'_> {
     }
 }
 
-pub fn tokens_to_tensor<B: Backend>(
-    tokens: &[u32],
-    rows: usize,
-    device: &B::Device,
-) -> Tensor<B, 2, Int> {
-    let values: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-    let cols = values.len() / rows.max(1);
-    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
-}
+pub use crate::loss::tokens_to_tensor;
 
-fn batch_loss<B: Backend>(
-    model: &Llama<B>,
-    batch: &Batch,
-    rows: usize,
+/// The model a run starts from: a Hugging Face checkpoint or fresh weights, then LoRA
+/// adapters if the run asks for them.
+fn initial_model<B: AutodiffBackend>(
+    config: &RunConfig,
+    model_config: &LlamaConfig,
+    comm: &dyn Communicator,
     device: &B::Device,
-) -> Tensor<B, 1> {
-    let inputs = tokens_to_tensor::<B>(&batch.inputs, rows, device);
-    let targets = tokens_to_tensor::<B>(&batch.targets, rows, device);
-    model.loss(inputs, targets)
+) -> Result<Llama<B>> {
+    let model = match config.hf_dir()? {
+        // Every rank reads the files itself (they sit on the cluster's shared filesystem): a
+        // 7B model is larger than one MPI message may be, and reading is deterministic.
+        Some(dir) => HfCheckpoint::open(&dir)?
+            .load::<B>(device, comm.is_root())
+            .with_context(|| format!("loading the model.hf checkpoint {}", dir.display()))?,
+        None => fresh_model(model_config, config.seed, comm, device)?,
+    };
+    Ok(match &config.lora {
+        Some(spec) => model.with_lora(spec, config.seed, device),
+        None => model,
+    })
 }
 
 /// Rank 0 initialises the weights and every rank loads its record, so that weights and the
 /// parameter ids keying the optimizer state agree everywhere.
-fn initial_model<B: AutodiffBackend>(
+fn fresh_model<B: AutodiffBackend>(
     config: &LlamaConfig,
     seed: u64,
     comm: &dyn Communicator,
@@ -175,18 +178,16 @@ pub fn evaluate<B: Backend>(
     if n == 0 {
         return Ok(None);
     }
-    let local: f64 = (comm.rank()..n)
-        .step_by(comm.size())
-        .map(|i| {
-            let batch = sequential_batch(val, seq_len, batch_size, i);
-            batch_loss(model, &batch, batch_size, device)
-                .into_scalar()
-                .elem::<f64>()
-        })
-        .sum();
-    let mut total = [local as f32];
+    let (mut sum, mut count) = (0.0, 0.0);
+    for i in (comm.rank()..n).step_by(comm.size()) {
+        let batch = sequential_batch(val, seq_len, batch_size, i);
+        let (s, c) = eval_sums(model, &batch, batch_size, device);
+        sum += s;
+        count += c;
+    }
+    let mut total = [sum as f32, count as f32];
     comm.all_reduce_sum(&mut total)?;
-    Ok(Some(total[0] as f64 / n as f64))
+    Ok((total[1] > 0.0).then(|| total[0] as f64 / total[1] as f64))
 }
 
 fn run<B: AutodiffBackend>(
@@ -216,7 +217,7 @@ fn run<B: AutodiffBackend>(
     let accum = spec.grad_accum()?;
     let loader = Loader::new(train, spec)?;
 
-    let mut model = initial_model::<B>(&model_config, config.seed, comm, device)?;
+    let mut model = initial_model::<B>(config, &model_config, comm, device)?;
     let mut optimizer = AdamW::new(&config.train).init::<B, Llama<B>>();
     let mut state = TrainState {
         step: 0,
@@ -278,9 +279,10 @@ fn run<B: AutodiffBackend>(
         if hang_step == Some(step + 1) {
             watchdog::hang_forever();
         }
+        let scale = step_scale(comm.size(), accum, loader.step_loss_targets(step));
         for micro in 0..accum {
             let batch = loader.micro_batch(step, micro);
-            let mut loss = batch_loss(&model, &batch, rows, device);
+            let mut loss = micro_loss(&model, &batch, rows, scale, device);
             if nan_steps.contains(&(step + 1)) {
                 loss = loss.mul_scalar(f64::NAN);
             }

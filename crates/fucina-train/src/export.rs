@@ -1,0 +1,133 @@
+//! `fucina export`: a checkpoint of a run → a Hugging Face model directory, or for LoRA runs a
+//! PEFT adapter (or the merged model). Runs on the CPU, so it works on a login node whatever
+//! backend trained the model.
+
+use crate::backend::{BackendKind, BackendTask};
+use crate::checkpoint::{self, CONFIG_FILE};
+use crate::config::{Precision, RunConfig};
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fucina_model::hf::{self, ExportOptions, HfCheckpoint, HfDtype};
+use fucina_model::{peft, Llama};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// A checkpoint directory, or a run directory (its newest checkpoint).
+    pub source: PathBuf,
+    pub out: PathBuf,
+    /// Stored precision; default: that of the `model.hf` checkpoint, else f32.
+    pub dtype: Option<HfDtype>,
+    /// For LoRA runs: fold the adapters into the weights and write a full model.
+    pub merge: bool,
+    pub max_shard_bytes: u64,
+    pub overwrite: bool,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Exported {
+    Model(hf::ExportSummary),
+    Adapter(peft::AdapterSummary),
+}
+
+/// The checkpoint directory `source` names: itself, or the newest one of a run directory.
+pub fn checkpoint_dir(source: &Path) -> Result<PathBuf> {
+    if source.join(checkpoint::DONE_FILE).is_file() {
+        checkpoint::resolve(source, &source.to_string_lossy())
+    } else {
+        checkpoint::resolve(source, "auto").with_context(|| {
+            format!(
+                "{} is neither a checkpoint nor a run directory holding one",
+                source.display()
+            )
+        })
+    }
+}
+
+/// A model of the run's shape (with its LoRA adapters, if any) ready to receive a checkpoint's
+/// record: the weights themselves come from the record.
+pub fn model_skeleton<B: Backend>(config: &RunConfig, device: &B::Device) -> Result<Llama<B>> {
+    let model = Llama::new(&config.model_config()?, device);
+    Ok(match &config.lora {
+        Some(spec) => model.with_lora(spec, config.seed, device),
+        None => model,
+    })
+}
+
+pub fn export(request: ExportRequest) -> Result<Exported> {
+    let dir = checkpoint_dir(&request.source)?;
+    let config = RunConfig::load(&dir.join(CONFIG_FILE), &[])
+        .with_context(|| format!("the run config saved in {}", dir.display()))?;
+    let task = ExportTask {
+        dir,
+        config,
+        request,
+    };
+    crate::dispatch(BackendKind::Cpu, Precision::F32, 0, task)?
+}
+
+struct ExportTask {
+    dir: PathBuf,
+    config: RunConfig,
+    request: ExportRequest,
+}
+
+impl BackendTask for ExportTask {
+    type Output = Result<Exported>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Exported> {
+        type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+        let (config, request) = (&self.config, &self.request);
+        let model = model_skeleton::<Inner<B>>(config, &device)?;
+        let model = checkpoint::load_model::<Inner<B>, _>(&self.dir, model, &device)?;
+        let source = match config.hf_dir()? {
+            Some(dir) => Some(HfCheckpoint::open(&dir)?),
+            None => None,
+        };
+        if let (Some(spec), false) = (&config.lora, request.merge) {
+            let base = match &source {
+                Some(s) => absolute(s.dir()),
+                None => "(trained from scratch by fucina: export with --merge)".into(),
+            };
+            let summary = peft::save_adapter(&model, spec, &base, &request.out, request.overwrite)?;
+            return Ok(Exported::Adapter(summary));
+        }
+        let model = model.merge_lora();
+        let options = ExportOptions {
+            dtype: request.dtype,
+            max_shard_bytes: request.max_shard_bytes,
+            source: source.as_ref().map(|s| s.hf_config().clone()),
+            tokenizer_dir: tokenizer_dir(config, source.as_ref())?,
+            overwrite: request.overwrite,
+            progress: request.progress,
+        };
+        let summary = hf::export(&model, &config.model_config()?, &request.out, &options)?;
+        Ok(Exported::Model(summary))
+    }
+}
+
+fn absolute(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Tokenizer files travel with the model: from the imported checkpoint, else from beside the
+/// run's tokenizer.json.
+fn tokenizer_dir(config: &RunConfig, source: Option<&HfCheckpoint>) -> Result<Option<PathBuf>> {
+    if let Some(s) = source {
+        return Ok(Some(s.dir().to_path_buf()));
+    }
+    if config.data.tokenizer == crate::data::BUILTIN {
+        let dir = std::env::temp_dir().join(format!("fucina-tokenizer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let json = fucina_data::corpus::builtin_tokenizer_json()
+            .context("this build has no built-in tokenizer")?;
+        std::fs::write(dir.join("tokenizer.json"), json)?;
+        return Ok(Some(dir));
+    }
+    let tokenizer = Path::new(&config.data.tokenizer);
+    Ok(tokenizer.parent().map(Path::to_path_buf))
+}

@@ -1,0 +1,80 @@
+//! Losses of a batch. Unmasked data (pre-training) uses the mean over every target; masked
+//! data (chat SFT) counts only assistant tokens and is normalised by the masked-in targets of
+//! the whole global batch, so every token weighs the same however the examples fall into
+//! micro-batches and ranks (per-micro-batch means would over-weight short replies).
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use fucina_data::Batch;
+use fucina_model::Llama;
+
+pub fn tokens_to_tensor<B: Backend>(
+    tokens: &[u32],
+    rows: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let values: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+    let cols = values.len() / rows.max(1);
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+/// Σ over masked-in targets of −log p(target).
+fn masked_nll_sum<B: Backend>(
+    model: &Llama<B>,
+    batch: &Batch,
+    mask: &[u8],
+    rows: usize,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let inputs = tokens_to_tensor::<B>(&batch.inputs, rows, device);
+    let targets = tokens_to_tensor::<B>(&batch.targets, rows, device);
+    let logits = model.forward(inputs);
+    let [b, s, v] = logits.dims();
+    let log_probs = log_softmax(logits.reshape([b * s, v]), 1);
+    let picked = log_probs.gather(1, targets.reshape([b * s, 1]));
+    let weights: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
+    let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [b * s, 1]), device);
+    (picked * weights).sum().neg()
+}
+
+/// The micro-batch's share of the step loss. `scale` is `world × accum / global targets`
+/// (see `step_scale`): for unmasked data the plain mean is used, which it equals.
+pub fn micro_loss<B: Backend>(
+    model: &Llama<B>,
+    batch: &Batch,
+    rows: usize,
+    scale: f64,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    match &batch.mask {
+        Some(mask) => masked_nll_sum(model, batch, mask, rows, device).mul_scalar(scale),
+        None => {
+            let inputs = tokens_to_tensor::<B>(&batch.inputs, rows, device);
+            let targets = tokens_to_tensor::<B>(&batch.targets, rows, device);
+            model.loss(inputs, targets)
+        }
+    }
+}
+
+/// The factor that turns a micro-batch's summed loss into its share of the global mean: the
+/// trainer divides by `accum` and the gradient sync by `world`, which this undoes.
+pub fn step_scale(world: usize, accum: usize, global_targets: u64) -> f64 {
+    (world * accum) as f64 / global_targets.max(1) as f64
+}
+
+/// (Σ loss, targets counted) of an evaluation batch, so means over batches weigh tokens.
+pub fn eval_sums<B: Backend>(
+    model: &Llama<B>,
+    batch: &Batch,
+    rows: usize,
+    device: &B::Device,
+) -> (f64, f64) {
+    let count = batch.loss_targets() as f64;
+    let loss = micro_loss(model, batch, rows, 1.0, device)
+        .into_scalar()
+        .elem::<f64>();
+    match batch.mask {
+        Some(_) => (loss, count),
+        None => (loss * count, count),
+    }
+}
