@@ -45,7 +45,8 @@ impl HfCheckpoint {
             bail!("{} is not a directory", dir.display());
         }
         let mut config = HfConfig::from_file(&dir.join(CONFIG_FILE))?;
-        let (files, mut found) = weight_files(&dir)?;
+        let (files, mut found) =
+            weight_files(&dir).with_context(|| format!("in {}", dir.display()))?;
         let mut tensors = Vec::new();
         for entry in names::expected(&config.model) {
             let Some(located) = found.remove(&entry.name) else {
