@@ -49,6 +49,16 @@ fn assistant_replies_and_their_end_of_turn_are_masked_in() {
     let replies: Vec<&str> = spans.iter().map(|s| &text[s.clone()]).collect();
     assert_eq!(replies, ["Hello there<|im_end|>\n", "Ciao<|im_end|>\n"]);
 
+    // Offsets are bytes: a two-byte character before the reply must not shift the mask.
+    let accented = Conversation::from_pairs(&[("user", "Grüße"), ("assistant", "Ciao")]).unwrap();
+    let encoded = encoder.encode(&accented).unwrap();
+    assert_eq!(
+        encoded.tokens,
+        [0, 5, 2, 14, 1, 2, 0, 6, 2, 13, 1, 2],
+        "Grüße is [UNK]"
+    );
+    assert_eq!(encoded.mask, [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]);
+
     let no_reply = Conversation::from_pairs(&[("user", "Hi")]).unwrap();
     let encoded = encoder.encode(&no_reply).unwrap();
     assert_eq!(encoded.tokens, [0, 5, 2, 9, 1, 2]);
