@@ -38,7 +38,8 @@ enum Command {
         #[arg(long, value_name = "STEP")]
         stop_after: Option<u64>,
     },
-    /// Tokenise text files, directories and JSONL ({"text": ...}) into token shards.
+    /// Tokenise text files, directories and JSONL ({"text": ...}, or conversations
+    /// {"messages": [{"role", "content"}, ...]} for fine-tuning) into token shards.
     Prepare {
         /// tokenizer.json (Hugging Face format), or `builtin`.
         #[arg(long)]
@@ -52,6 +53,14 @@ enum Command {
         /// Tokens per shard file.
         #[arg(long, default_value_t = 100_000_000)]
         shard_tokens: usize,
+        /// tokenizer_config.json whose chat template formats conversations
+        /// [default: the tokenizer_config.json next to --tokenizer, if there is one].
+        #[arg(long, value_name = "TOKENIZER_CONFIG")]
+        chat_template: Option<PathBuf>,
+        /// Sequence length you will train with (data.seq_len); required for conversations,
+        /// which are stored one per row of SEQ_LEN + 1 tokens.
+        #[arg(long)]
+        seq_len: Option<usize>,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
@@ -223,20 +232,38 @@ pub fn run() -> Result<()> {
             }
         }
         Command::Prepare {
-            tokenizer,
+            tokenizer: tokenizer_spec,
             out,
             val_fraction,
             shard_tokens,
+            chat_template,
+            seq_len,
             inputs,
         } => {
-            let tokenizer = fucina_train::data::load_tokenizer(&tokenizer)?;
+            let tokenizer = fucina_train::data::load_tokenizer(&tokenizer_spec)?;
+            // A Hugging Face model directory holds both files side by side.
+            let chat_template = chat_template.or_else(|| {
+                let beside = std::path::Path::new(&tokenizer_spec)
+                    .with_file_name(fucina_data::chat::TOKENIZER_CONFIG_FILE);
+                let builtin = tokenizer_spec == fucina_train::data::BUILTIN;
+                (!builtin && beside.is_file()).then_some(beside)
+            });
             let options = PrepareOptions {
                 val_fraction,
                 shard_tokens,
                 progress: true,
+                chat_template,
+                seq_len,
             };
             let summary = prepare(&tokenizer, &inputs, &out, &options)?;
             eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+            if let Some(chat) = summary.chat.filter(|c| c.truncated + c.dropped > 0) {
+                eprintln!(
+                    "note: {} conversations were cut at {} tokens and {} dropped (no assistant \
+                     token within the row); a longer --seq-len keeps more",
+                    chat.truncated, chat.row_len, chat.dropped
+                );
+            }
         }
         Command::Tokenizer {
             command:
