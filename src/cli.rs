@@ -94,6 +94,9 @@ enum Command {
     },
     /// Write (and with --submit, submit) a job script for a run on an AI factory.
     Launch(crate::launch::LaunchArgs),
+    /// Write a run's checkpoint as a Hugging Face model directory (or, for LoRA runs, a PEFT
+    /// adapter) that transformers, vLLM and llama.cpp's converter load.
+    Export(crate::export::ExportArgs),
     /// Benchmarks that print throughput measured in this run.
     Bench {
         #[command(subcommand)]
@@ -308,6 +311,7 @@ pub fn run() -> Result<()> {
             Some(FactoriesCommand::Show { name }) => crate::launch::show_factory(&name)?,
         },
         Command::Launch(args) => crate::launch::launch(args)?,
+        Command::Export(args) => crate::export::run(args)?,
         Command::Bench { command } => match command {
             BenchCommand::Train {
                 preset,

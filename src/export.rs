@@ -31,11 +31,13 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if !(args.max_shard_gb.is_finite() && args.max_shard_gb > 0.0) {
         bail!("--max-shard-gb must be positive");
     }
-    let dtype = args.dtype.as_deref().map(|d| match d {
-        "bf16" => HfDtype::Bf16,
-        "f16" => HfDtype::F16,
-        _ => HfDtype::F32,
-    });
+    let dtype = match args.dtype.as_deref() {
+        Some(d) => Some(
+            d.parse::<HfDtype>()
+                .map_err(|e| anyhow::anyhow!("--dtype {d}: {e}"))?,
+        ),
+        None => None,
+    };
     let request = ExportRequest {
         source: args.source,
         out: args.out.clone(),

@@ -66,6 +66,30 @@ impl LoraSpec {
         self.alpha / self.r as f64
     }
 
+    /// Adapter parameters on a model of shape `config`: r × (in + out) per wrapped projection.
+    pub fn parameters(&self, config: &crate::LlamaConfig) -> usize {
+        let (h, f) = (config.hidden_size, config.intermediate_size);
+        let (q, kv) = (
+            config.num_attention_heads * config.head_dim(),
+            config.kv_heads() * config.head_dim(),
+        );
+        let dims = [
+            ("q_proj", h, q),
+            ("k_proj", h, kv),
+            ("v_proj", h, kv),
+            ("o_proj", q, h),
+            ("gate_proj", h, f),
+            ("up_proj", h, f),
+            ("down_proj", f, h),
+        ];
+        let per_layer: usize = dims
+            .iter()
+            .filter(|(name, _, _)| self.targets(name))
+            .map(|(_, d_in, d_out)| self.r * (d_in + d_out))
+            .sum();
+        per_layer * config.num_hidden_layers
+    }
+
     pub fn targets(&self, name: &str) -> bool {
         self.target_modules.iter().any(|t| t == name)
     }

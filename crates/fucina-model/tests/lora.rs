@@ -197,3 +197,16 @@ fn bad_specs_name_the_problem() {
     s.dropout = 1.0;
     assert!(s.validate().unwrap_err().to_string().contains("dropout"));
 }
+
+#[test]
+fn parameter_count_matches_the_module_tree() {
+    use burn::module::Module;
+    let device = Default::default();
+    let s = spec(&["q_proj", "v_proj", "down_proj"]);
+    let base = Llama::<B>::new(&config(), &device);
+    let before = base.num_params();
+    let adapted = base.with_lora(&s, 1, &device);
+    assert_eq!(adapted.num_params() - before, s.parameters(&config()));
+    // By hand: r × (in + out) for q (16→16), v (16→8) and down (24→16), on 2 layers.
+    assert_eq!(s.parameters(&config()), 2 * 3 * ((16 + 16) + (16 + 8) + (24 + 16)));
+}

@@ -70,6 +70,11 @@ pub fn load(config: &RunConfig, comm: &dyn Communicator) -> Result<RunData> {
         dir.as_ref()
             .and_then(|d| TokenDataset::open_glob_dir(d, "val").ok())
     };
+    if let Some(val) = &val {
+        // Rows of another length would silently yield no validation batches.
+        val.check_seq_len(data.seq_len)
+            .context("the validation shards")?;
+    }
     let model = config.model_config()?;
     let vocab = model.vocab_size as u32;
     let shard_vocab = train

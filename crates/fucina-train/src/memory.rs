@@ -34,6 +34,11 @@ pub fn estimate(config: &RunConfig) -> Result<MemoryEstimate> {
         Precision::Bf16 => 2,
     };
     let params = model.num_parameters() as u64;
+    // Under LoRA only the adapters have gradients, optimizer state and all-reduce buffers.
+    let trainable = match &config.lora {
+        Some(spec) => spec.parameters(&model) as u64,
+        None => params,
+    };
     let (h, i, v) = (
         model.hidden_size as u64,
         model.intermediate_size as u64,
@@ -53,11 +58,11 @@ pub fn estimate(config: &RunConfig) -> Result<MemoryEstimate> {
         BackendKind::Cpu | BackendKind::Flex | BackendKind::Ndarray
     );
     Ok(MemoryEstimate {
-        parameters: params * bytes,
-        gradients: params * bytes,
-        optimizer: 2 * params * bytes,
+        parameters: (params + trainable * config.lora.is_some() as u64) * bytes,
+        gradients: trainable * bytes,
+        optimizer: 2 * trainable * bytes,
         activations: per_token * tokens * bytes,
-        sync_buffers: params * 4 + 2 * config.dist.bucket_bytes() as u64,
+        sync_buffers: trainable * 4 + 2 * (config.dist.bucket_bytes() as u64).min(trainable * 4),
         runtime: if cpu { 300 << 20 } else { 1 << 30 },
     })
 }
