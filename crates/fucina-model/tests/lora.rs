@@ -73,16 +73,17 @@ fn perturb(model: Llama<B>) -> Llama<B> {
             &mut mlp.gate_lora,
             &mut mlp.up_lora,
             &mut mlp.down_lora,
-        ] {
-            if let Some(lora) = slot {
-                let [r, out] = lora.lora_b.dims();
-                let v: Vec<f32> = (0..r * out)
-                    .map(|i| (((i as f64 + k) * 0.37).sin() * 0.2) as f32)
-                    .collect();
-                let t = Tensor::from_data(TensorData::new(v, [r, out]), &Default::default());
-                lora.lora_b = Param::initialized(lora.lora_b.id, t);
-                k += 1.0;
-            }
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let [r, out] = slot.lora_b.dims();
+            let v: Vec<f32> = (0..r * out)
+                .map(|i| (((i as f64 + k) * 0.37).sin() * 0.2) as f32)
+                .collect();
+            let t = Tensor::from_data(TensorData::new(v, [r, out]), &Default::default());
+            slot.lora_b = Param::initialized(slot.lora_b.id, t);
+            k += 1.0;
         }
     }
     model
@@ -208,5 +209,8 @@ fn parameter_count_matches_the_module_tree() {
     let adapted = base.with_lora(&s, 1, &device);
     assert_eq!(adapted.num_params() - before, s.parameters(&config()));
     // By hand: r × (in + out) for q (16→16), v (16→8) and down (24→16), on 2 layers.
-    assert_eq!(s.parameters(&config()), 2 * 3 * ((16 + 16) + (16 + 8) + (24 + 16)));
+    assert_eq!(
+        s.parameters(&config()),
+        2 * 3 * ((16 + 16) + (16 + 8) + (24 + 16))
+    );
 }
