@@ -275,6 +275,41 @@ pub fn load_model<B: Backend, M: Module<B>>(dir: &Path, model: M, device: &B::De
     Ok(model.load_record(record))
 }
 
+/// Refuses a checkpoint whose LoRA adapters differ from the run's (present or not, rank,
+/// targets): loading it would silently drop adapters or start fresh ones.
+pub fn check_lora(dir: &Path, lora: Option<&fucina_model::LoraSpec>) -> Result<()> {
+    let path = dir.join(CONFIG_FILE);
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("cannot parse {}", path.display()))?;
+    let saved: Option<fucina_model::LoraSpec> = match table.get("lora") {
+        Some(v) => Some(v.clone().try_into().with_context(|| {
+            format!("the [lora] section of {} is not readable", path.display())
+        })?),
+        None => None,
+    };
+    let same = match (&saved, lora) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.r == b.r && a.target_modules == b.target_modules,
+        _ => false,
+    };
+    if !same {
+        let describe = |s: Option<&fucina_model::LoraSpec>| match s {
+            Some(s) => format!("LoRA r = {} on {}", s.r, s.target_modules.join(", ")),
+            None => "no LoRA".to_string(),
+        };
+        bail!(
+            "checkpoint {} was trained with {}, this run asks for {}",
+            dir.display(),
+            describe(saved.as_ref()),
+            describe(lora)
+        );
+    }
+    Ok(())
+}
+
 /// Refuses a checkpoint made for another model shape, naming the fields that differ, before its
 /// tensors meet a model they do not fit.
 pub fn check_model(dir: &Path, model: &fucina_model::LlamaConfig) -> Result<()> {

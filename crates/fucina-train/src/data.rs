@@ -2,7 +2,7 @@
 
 use crate::config::RunConfig;
 use anyhow::{bail, Context, Result};
-use fucina_data::{corpus, prepare, PrepareOptions, TextTokenizer, TokenDataset};
+use fucina_data::{corpus, prepare, PrepareMeta, PrepareOptions, TextTokenizer, TokenDataset};
 use fucina_dist::Communicator;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +48,30 @@ fn builtin_dataset_dir(out_dir: &Path, comm: &dyn Communicator) -> Result<PathBu
     Ok(dir)
 }
 
+/// Shards made with one tokenizer and trained with another model's would train on noise with
+/// no error anywhere else: the tokenizer recorded by `prepare` must be the run's.
+fn check_tokenizer(config: &RunConfig, dir: &Path, tokenizer: &TextTokenizer) -> Result<()> {
+    if config.hf_dir()?.is_some() && config.data.tokenizer == BUILTIN {
+        bail!(
+            "model.hf is set but data.tokenizer is the built-in one; set data.tokenizer to the model's tokenizer.json"
+        );
+    }
+    if !dir.join(fucina_data::prepare::META_FILE).is_file() {
+        return Ok(());
+    }
+    let meta = PrepareMeta::read(dir)?;
+    if meta.tokenizer_sha256 != tokenizer.sha256() {
+        bail!(
+            "{} was prepared with another tokenizer than data.tokenizer = {} (SHA-256 {} vs {}); prepare the data with the tokenizer you train with",
+            dir.display(),
+            config.data.tokenizer,
+            &meta.tokenizer_sha256[..12.min(meta.tokenizer_sha256.len())],
+            &tokenizer.sha256()[..12]
+        );
+    }
+    Ok(())
+}
+
 pub fn load(config: &RunConfig, comm: &dyn Communicator) -> Result<RunData> {
     let data = &config.data;
     let tokenizer = load_tokenizer(&data.tokenizer)?;
@@ -56,6 +80,9 @@ pub fn load(config: &RunConfig, comm: &dyn Communicator) -> Result<RunData> {
         "" => None,
         other => Some(PathBuf::from(other)),
     };
+    if let Some(dir) = &dir {
+        check_tokenizer(config, dir, &tokenizer)?;
+    }
     let train = if !data.train_files.is_empty() {
         TokenDataset::open(&data.train_files)?
     } else if let Some(dir) = &dir {

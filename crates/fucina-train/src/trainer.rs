@@ -129,12 +129,14 @@ fn load_checkpoint(
     out_dir: &std::path::Path,
     which: &str,
     model: &LlamaConfig,
+    lora: Option<&fucina_model::LoraSpec>,
     comm: &dyn Communicator,
 ) -> Result<Option<(PathBuf, checkpoint::Loaded)>> {
     let mut parts = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     if comm.is_root() {
         if let Some((dir, loaded)) = checkpoint::open(out_dir, which)? {
             checkpoint::check_model(&dir, model)?;
+            checkpoint::check_lora(&dir, lora)?;
             let state = serde_json::to_vec(&loaded.state)?;
             parts = [
                 dir.to_string_lossy().into_owned().into_bytes(),
@@ -229,7 +231,7 @@ fn run<B: AutodiffBackend>(
         skipped_steps: 0,
     };
     let resumed = match &options.resume {
-        Some(which) => load_checkpoint(out_dir, which, &model_config, comm)?,
+        Some(which) => load_checkpoint(out_dir, which, &model_config, config.lora.as_ref(), comm)?,
         None => None,
     };
     if resumed.is_none() && comm.is_root() && options.resume.as_deref() == Some("if-present") {

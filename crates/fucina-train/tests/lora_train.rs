@@ -229,3 +229,28 @@ fn lora_trains_only_adapters_and_merges_exactly() {
         base_t["model.norm.weight"].1
     );
 }
+
+#[test]
+fn resuming_with_other_adapters_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = lora_run(tmp.path(), &["train.steps=3"]);
+    train(run.clone(), &SingleProcess, TrainOptions::default()).unwrap();
+    let resume = || TrainOptions {
+        resume: Some("auto".into()),
+        ..Default::default()
+    };
+    let mut without = run.clone();
+    without.lora = None;
+    let e = format!(
+        "{:#}",
+        train(without, &SingleProcess, resume()).unwrap_err()
+    );
+    assert!(
+        e.contains("trained with LoRA r = 4") && e.contains("asks for no LoRA"),
+        "{e}"
+    );
+    let mut other = run.clone();
+    other.lora.as_mut().unwrap().r = 8;
+    let e = format!("{:#}", train(other, &SingleProcess, resume()).unwrap_err());
+    assert!(e.contains("LoRA r = 8"), "{e}");
+}
