@@ -39,7 +39,7 @@ fn shards_of_another_tokenizer_are_refused() {
     )
     .unwrap();
     let tokenizer_path = tmp.path().join("tokenizer.json");
-    fucina_data::train_bpe(&[text.clone()], 300, &tokenizer_path, false).unwrap();
+    fucina_data::train_bpe(std::slice::from_ref(&text), 300, &tokenizer_path, false).unwrap();
     let tokenizer = TextTokenizer::from_file(&tokenizer_path).unwrap();
     let data = tmp.path().join("data");
     let options = PrepareOptions {
