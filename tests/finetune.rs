@@ -1,0 +1,213 @@
+//! The README's fine-tuning walk-through, command by command on the real binary: a Hugging Face
+//! directory (the transformers-written fixture) and a JSONL of conversations → `fucina prepare`
+//! → `fucina train` with `[lora]` → `fucina export` as a PEFT adapter and as a merged model,
+//! which then loads as a plain Hugging Face checkpoint.
+
+use fucina_model::hf::HfCheckpoint;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const EXE: &str = env!("CARGO_BIN_EXE_fucina");
+
+fn fucina(args: &[&str]) -> Output {
+    Command::new(EXE).args(args).output().unwrap()
+}
+
+fn ok(out: Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{what} failed:\n{stderr}");
+    stderr
+}
+
+/// A word-level tokenizer that fits the fixture's 256 ids, with ChatML's markers as special
+/// tokens, written where a HF model keeps it, beside the real Qwen2 chat template.
+fn write_model_dir(dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(root.join("hf/llama-gqa")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(
+        root.join("chat/qwen2-7b-instruct/tokenizer_config.json"),
+        dir.join("tokenizer_config.json"),
+    )
+    .unwrap();
+    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+    let words = "system user assistant You are a helpful . ciao buongiorno come stai bene grazie e tu la forgia arde il mare calmo ? !";
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in specials
+        .iter()
+        .chain(words.split(' ').collect::<Vec<_>>().iter())
+        .enumerate()
+    {
+        vocab.insert(w.to_string(), i.into());
+    }
+    let added: Vec<_> = specials
+        .iter()
+        .enumerate()
+        .map(|(id, c)| {
+            serde_json::json!({"id": id, "content": c, "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<|endoftext|>"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+}
+
+fn write_chats(path: &Path) {
+    let turns = [
+        ("ciao", "ciao ! come stai ?"),
+        ("come stai ?", "bene grazie e tu ?"),
+        ("buongiorno", "buongiorno ! la forgia arde"),
+        ("il mare ?", "il mare calmo"),
+    ];
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            let (q, a) = turns[i % turns.len()];
+            serde_json::json!({"messages": [
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": a},
+            ]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+#[test]
+fn hf_directory_to_fine_tuned_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data, run) = (
+        tmp.path().join("model"),
+        tmp.path().join("data"),
+        tmp.path().join("run"),
+    );
+    write_model_dir(&model);
+    write_chats(&tmp.path().join("chats.jsonl"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+
+    ok(
+        fucina(&[
+            "prepare",
+            "--tokenizer",
+            &s(&model.join("tokenizer.json")),
+            "--seq-len",
+            "31",
+            "--val-fraction",
+            "0.1",
+            "--out",
+            &s(&data),
+            &s(&tmp.path().join("chats.jsonl")),
+        ]),
+        "prepare",
+    );
+    let config = tmp.path().join("sft.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"out_dir = "{run}"
+[model]
+hf = "{model}"
+[lora]
+r = 4
+alpha = 8.0
+target_modules = ["q_proj", "v_proj", "down_proj"]
+[data]
+dir = "{data}"
+tokenizer = "{model}/tokenizer.json"
+seq_len = 31
+[train]
+steps = 12
+global_batch_tokens = 248
+micro_batch_size = 4
+lr = 3e-2
+weight_decay = 0.0
+[eval]
+every = 6
+batches = 1
+"#,
+            run = s(&run),
+            model = s(&model),
+            data = s(&data)
+        ),
+    )
+    .unwrap();
+    ok(
+        fucina(&["train", &s(&config), "--sample-tokens", "0"]),
+        "train",
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "train")
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect();
+    assert!(
+        losses[11] < 0.7 * losses[0],
+        "the replies must be learnt: {losses:?}"
+    );
+
+    let adapter = tmp.path().join("adapter");
+    let said = ok(
+        fucina(&["export", &s(&run), "--out", &s(&adapter)]),
+        "export adapter",
+    );
+    assert!(said.contains("PEFT"), "{said}");
+    assert!(adapter.join("adapter_config.json").is_file());
+    assert!(adapter.join("adapter_model.safetensors").is_file());
+
+    let merged = tmp.path().join("merged");
+    ok(
+        fucina(&[
+            "export",
+            &s(&run),
+            "--merge",
+            "--dtype",
+            "bf16",
+            "--out",
+            &s(&merged),
+        ]),
+        "export merged",
+    );
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(
+            merged.join(file).is_file(),
+            "{file} missing from the export"
+        );
+    }
+    let exported = HfCheckpoint::open(&merged).unwrap();
+    assert_eq!(
+        exported.torch_dtype().map(|d| d.torch_name()),
+        Some("bfloat16")
+    );
+    assert_eq!(
+        exported.config(),
+        HfCheckpoint::open(&model).unwrap().config()
+    );
+
+    // A second export into the same place is refused rather than mixed with the first.
+    let again = fucina(&["export", &s(&run), "--merge", "--out", &s(&merged)]);
+    assert!(!again.status.success());
+    let e = String::from_utf8_lossy(&again.stderr);
+    assert!(e.contains("not empty") || e.contains("exists"), "{e}");
+    let e = String::from_utf8_lossy(
+        &fucina(&["export", &s(&tmp.path().join("nothing")), "--out", "x"]).stderr,
+    )
+    .into_owned();
+    assert!(
+        e.contains("neither a checkpoint nor a run directory"),
+        "{e}"
+    );
+}
