@@ -87,6 +87,14 @@ impl TextTokenizer {
         self.first_token(EOS_CANDIDATES)
     }
 
+    /// The text of the token `eos_id` finds.
+    pub fn eos_token(&self) -> Option<&'static str> {
+        EOS_CANDIDATES
+            .iter()
+            .copied()
+            .find(|t| self.token_to_id(t).is_some())
+    }
+
     /// First of `<s>`, `<|begin_of_text|>`, `<bos>` that exists.
     pub fn bos_id(&self) -> Option<u32> {
         self.first_token(BOS_CANDIDATES)

@@ -94,15 +94,24 @@ impl BackendTask for ExportTask {
             return Ok(Exported::Adapter(summary));
         }
         let model = model.merge_lora();
+        let model_config = config.model_config()?;
         let options = ExportOptions {
             dtype: request.dtype,
             max_shard_bytes: request.max_shard_bytes,
             source: source.as_ref().map(|s| s.hf_config().clone()),
-            tokenizer_dir: tokenizer_dir(config, source.as_ref())?,
+            tokenizer_dir: tokenizer_dir(
+                config,
+                source.as_ref(),
+                model_config.max_position_embeddings,
+            )?,
             overwrite: request.overwrite,
             progress: request.progress,
         };
-        let summary = hf::export(&model, &config.model_config()?, &request.out, &options)?;
+        let summary = hf::export(&model, &model_config, &request.out, &options);
+        if let (None, Some(staged)) = (&source, &options.tokenizer_dir) {
+            let _ = std::fs::remove_dir_all(staged);
+        }
+        let summary = summary?;
         Ok(Exported::Model(summary))
     }
 }
@@ -114,20 +123,54 @@ fn absolute(path: &Path) -> String {
         .to_string()
 }
 
-/// Tokenizer files travel with the model: from the imported checkpoint, else from beside the
-/// run's tokenizer.json.
-fn tokenizer_dir(config: &RunConfig, source: Option<&HfCheckpoint>) -> Result<Option<PathBuf>> {
+/// Tokenizer files travel with the model: from the imported checkpoint; else the run's
+/// tokenizer.json (and what sits beside it), plus a `tokenizer_config.json` naming its
+/// end-of-text token when there is none, so transformers knows where generation stops.
+fn tokenizer_dir(
+    config: &RunConfig,
+    source: Option<&HfCheckpoint>,
+    max_positions: usize,
+) -> Result<Option<PathBuf>> {
     if let Some(s) = source {
         return Ok(Some(s.dir().to_path_buf()));
     }
+    let dir = std::env::temp_dir().join(format!("fucina-tokenizer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
     if config.data.tokenizer == crate::data::BUILTIN {
-        let dir = std::env::temp_dir().join(format!("fucina-tokenizer-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
         let json = fucina_data::corpus::builtin_tokenizer_json()
             .context("this build has no built-in tokenizer")?;
         std::fs::write(dir.join("tokenizer.json"), json)?;
-        return Ok(Some(dir));
+    } else {
+        let beside = Path::new(&config.data.tokenizer)
+            .parent()
+            .unwrap_or(Path::new("."));
+        std::fs::copy(&config.data.tokenizer, dir.join("tokenizer.json"))
+            .with_context(|| format!("cannot copy data.tokenizer {}", config.data.tokenizer))?;
+        for name in hf::TOKENIZER_FILES
+            .iter()
+            .filter(|n| **n != "tokenizer.json")
+        {
+            if beside.join(name).is_file() {
+                std::fs::copy(beside.join(name), dir.join(name))?;
+            }
+        }
     }
-    let tokenizer = Path::new(&config.data.tokenizer);
-    Ok(tokenizer.parent().map(Path::to_path_buf))
+    if !dir.join("tokenizer_config.json").is_file() {
+        let tokenizer = crate::data::load_tokenizer(&config.data.tokenizer)?;
+        let tokenizer_config = serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": tokenizer.eos_token(),
+            "bos_token": null,
+            "add_bos_token": false,
+            "add_eos_token": false,
+            "model_max_length": max_positions,
+            "clean_up_tokenization_spaces": false,
+        });
+        std::fs::write(
+            dir.join("tokenizer_config.json"),
+            serde_json::to_string_pretty(&tokenizer_config)?,
+        )?;
+    }
+    Ok(Some(dir))
 }
