@@ -40,22 +40,6 @@ fn reference_tokens(name: &str) -> Vec<i64> {
         .collect()
 }
 
-/// max|a−b| ≤ 1e-4 · max|b|.
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: sizes");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(scale > 1.0, "{what}: reference too small to test ({scale})");
-    assert!(
-        worst <= 1e-4 * scale,
-        "{what}: max |Δ| {worst} against values up to {scale}"
-    );
-    eprintln!("{what}: relative {:.2e}", worst / scale);
-}
-
 #[test]
 fn exports_load_in_fucina_with_transformers_logits() {
     for name in ["llama-gqa", "llama3-tied", "mistral"] {

@@ -111,3 +111,29 @@ pub fn tokens(ids: &[i64], rows: usize) -> Tensor<B, 2, Int> {
     let data: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
     Tensor::from_data(TensorData::new(data, [rows, cols]), &Default::default())
 }
+
+/// max|a−b| / max|b| within 1e-4, and each element within 1e-4 of its own size plus a floor
+/// of 1e-5 · max|b|: f32 rounding is absolute, so near-zero logits err as much as large ones.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: sizes");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(scale > 1.0, "{what}: reference too small to test ({scale})");
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: max |Δ| {worst} against values up to {scale}"
+    );
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * (b.abs() + 0.1 * scale),
+            "{what}[{i}]: {a} vs {b}"
+        );
+    }
+    eprintln!(
+        "{what}: max |Δ| {worst:.2e}, relative {:.2e}",
+        worst / scale
+    );
+}
