@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// Writes `bytes` to `<path>.tmp`, fsyncs, then renames over `path`, so
@@ -15,6 +15,29 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
+    drop(file);
+    fs::rename(tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    sync_parent_dir(path);
+    Ok(())
+}
+
+/// Finishes a file written to `tmp` with a placeholder header: writes the final `header` at the
+/// start, fsyncs, and renames it over `path` (shards and masks learn their counts only at the end).
+pub(crate) fn publish_with_header(
+    out: BufWriter<File>,
+    header: &[u8],
+    tmp: &Path,
+    path: &Path,
+) -> Result<()> {
+    let ctx = || format!("finishing {}", tmp.display());
+    let mut file = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(ctx)?;
+    file.seek(SeekFrom::Start(0)).with_context(ctx)?;
+    file.write_all(header).with_context(ctx)?;
+    file.sync_all().with_context(ctx)?;
     drop(file);
     fs::rename(tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;

@@ -7,7 +7,7 @@
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// First 8 bytes of every mask file.
@@ -211,24 +211,8 @@ impl MaskWriter {
             );
         }
         let out = self.out.take().expect("writer is open until finish");
-        let ctx = || format!("finishing {}", self.tmp_path.display());
-        let mut file = out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(ctx)?;
-        file.seek(SeekFrom::Start(0)).with_context(ctx)?;
-        file.write_all(&encode(self.row_len, self.count))
-            .with_context(ctx)?;
-        file.sync_all().with_context(ctx)?;
-        drop(file);
-        fs::rename(&self.tmp_path, &self.path).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                self.tmp_path.display(),
-                self.path.display()
-            )
-        })?;
-        crate::fsutil::sync_parent_dir(&self.path);
+        let header = encode(self.row_len, self.count);
+        crate::fsutil::publish_with_header(out, &header, &self.tmp_path, &self.path)?;
         Ok(self.count)
     }
 }

@@ -3,7 +3,7 @@
 use super::header::{self, TokenWidth, HEADER_BYTES};
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Writes one shard. Tokens go to `<path>.tmp`, which `finish` renames to
@@ -93,25 +93,9 @@ impl ShardWriter {
     /// Writes the final header, fsyncs, renames into place; returns the token count.
     pub fn finish(mut self) -> Result<u64> {
         let out = self.out.take().expect("writer is open until finish");
-        let ctx = || format!("finishing {}", self.tmp_path.display());
-        let mut file = out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(ctx)?;
         let header = header::encode(self.width, self.count, self.vocab_size, self.eos_id);
         debug_assert_eq!(header.len(), HEADER_BYTES);
-        file.seek(SeekFrom::Start(0)).with_context(ctx)?;
-        file.write_all(&header).with_context(ctx)?;
-        file.sync_all().with_context(ctx)?;
-        drop(file);
-        fs::rename(&self.tmp_path, &self.path).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                self.tmp_path.display(),
-                self.path.display()
-            )
-        })?;
-        crate::fsutil::sync_parent_dir(&self.path);
+        crate::fsutil::publish_with_header(out, &header, &self.tmp_path, &self.path)?;
         Ok(self.count)
     }
 }
