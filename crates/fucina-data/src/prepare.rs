@@ -51,7 +51,6 @@ pub use meta::{ChatMeta, ChatSummary, PrepareMeta, SplitMeta, META_FILE, META_FO
 
 use crate::input::{collect_files, Documents, InputFile, Location, Record, Records};
 use crate::progress::bytes_bar;
-use crate::shard::TokenWidth;
 use crate::tokenizer::TextTokenizer;
 use anyhow::{bail, Result};
 use indicatif::ProgressBar;
@@ -178,32 +177,21 @@ pub fn prepare(
     val.finish()?;
     bar.finish_and_clear();
 
-    let meta = PrepareMeta {
-        format: META_FORMAT.into(),
-        fucina_data_version: env!("CARGO_PKG_VERSION").into(),
-        tokenizer_sha256: tokenizer.sha256().into(),
-        vocab_size,
-        eos_id,
-        bytes_per_token: TokenWidth::for_vocab(vocab_size).bytes() as u32,
-        val_fraction: opts.val_fraction,
-        shard_tokens: opts.shard_tokens,
-        inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
-        files: files
-            .iter()
-            .map(|f| (f.path.display().to_string(), f.bytes))
-            .collect(),
-        train: SplitMeta {
-            docs: train.docs,
-            tokens: train.tokens,
-            shards: train.shards,
-        },
-        val: SplitMeta {
-            docs: val.docs,
-            tokens: val.tokens,
-            shards: val.shards,
-        },
-        chat: None,
+    let split_meta = |sink: SplitSink| SplitMeta {
+        docs: sink.docs,
+        tokens: sink.tokens,
+        shards: sink.shards,
     };
+    let meta = PrepareMeta::new(
+        tokenizer,
+        eos_id,
+        opts,
+        inputs,
+        &files,
+        split_meta(train),
+        split_meta(val),
+        None,
+    );
     meta.write(out_dir)?;
     Ok(PrepareSummary {
         train_tokens: meta.train.tokens,

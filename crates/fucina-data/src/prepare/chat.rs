@@ -1,13 +1,12 @@
 //! Preparing inputs that hold conversations: each becomes one row of
 //! `seq_len + 1` tokens with its loss mask (see `prepare` module docs).
 
-use super::meta::{ChatMeta, ChatSummary, PrepareMeta, SplitMeta, META_FORMAT};
+use super::meta::{ChatMeta, ChatSummary, PrepareMeta, SplitMeta};
 use super::rows::RowSink;
 use super::split::Split;
 use super::{outdir, PrepareOptions, PrepareSummary};
 use crate::chat::{ChatEncoder, ChatTemplate, EncodedChat};
 use crate::input::{InputFile, Location, Record, Records};
-use crate::shard::TokenWidth;
 use crate::tokenizer::TextTokenizer;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
@@ -153,34 +152,22 @@ pub(super) fn prepare_chat(
         tokens: sink.rows * row_len as u64,
         shards: sink.shards.clone(),
     };
-    let meta = PrepareMeta {
-        format: META_FORMAT.into(),
-        fucina_data_version: env!("CARGO_PKG_VERSION").into(),
-        tokenizer_sha256: tokenizer.sha256().into(),
-        vocab_size,
-        eos_id,
-        bytes_per_token: TokenWidth::for_vocab(vocab_size).bytes() as u32,
-        val_fraction: opts.val_fraction,
-        shard_tokens: opts.shard_tokens,
-        inputs: inputs
-            .paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        files: inputs
-            .files
-            .iter()
-            .map(|f| (f.path.display().to_string(), f.bytes))
-            .collect(),
-        train: split_meta(&train, train_docs),
-        val: split_meta(&val, val_docs),
-        chat: Some(ChatMeta {
-            chat_template: origin,
-            template_sha256,
-            pad_id,
-            summary: counts,
-        }),
+    let chat = ChatMeta {
+        chat_template: origin,
+        template_sha256,
+        pad_id,
+        summary: counts,
     };
+    let meta = PrepareMeta::new(
+        tokenizer,
+        eos_id,
+        opts,
+        inputs.paths,
+        inputs.files,
+        split_meta(&train, train_docs),
+        split_meta(&val, val_docs),
+        Some(chat),
+    );
     meta.write(out_dir)?;
     Ok(PrepareSummary {
         train_tokens: meta.train.tokens,

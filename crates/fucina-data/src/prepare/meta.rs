@@ -80,6 +80,39 @@ pub struct SplitMeta {
 }
 
 impl PrepareMeta {
+    /// What every prepare output records: the tokenizer, the options, the inputs and the splits.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        tokenizer: &crate::tokenizer::TextTokenizer,
+        eos_id: u32,
+        opts: &super::PrepareOptions,
+        inputs: &[std::path::PathBuf],
+        files: &[crate::input::InputFile],
+        train: SplitMeta,
+        val: SplitMeta,
+        chat: Option<ChatMeta>,
+    ) -> Self {
+        let vocab_size = tokenizer.vocab_size();
+        PrepareMeta {
+            format: META_FORMAT.into(),
+            fucina_data_version: env!("CARGO_PKG_VERSION").into(),
+            tokenizer_sha256: tokenizer.sha256().into(),
+            vocab_size,
+            eos_id,
+            bytes_per_token: crate::shard::TokenWidth::for_vocab(vocab_size).bytes() as u32,
+            val_fraction: opts.val_fraction,
+            shard_tokens: opts.shard_tokens,
+            inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
+            files: files
+                .iter()
+                .map(|f| (f.path.display().to_string(), f.bytes))
+                .collect(),
+            train,
+            val,
+            chat,
+        }
+    }
+
     /// Reads `<dir>/meta.json`, refusing anything not written by `prepare`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(META_FILE);
