@@ -61,14 +61,13 @@ impl<B: Backend> Attention<B> {
     /// `x`: [batch, seq, hidden] at positions `start..start+seq`.
     pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
-        let heads =
-            |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]);
         let q = project(&self.q_proj, &self.q_lora, x.clone());
         let k = project(&self.k_proj, &self.k_lora, x.clone());
         let v = project(&self.v_proj, &self.v_lora, x);
-        let q = rope.apply(heads(q, self.n_heads), start);
-        let k = rope.apply(heads(k, self.n_kv_heads), start);
-        let v = heads(v, self.n_kv_heads);
+        let q = rope.apply(heads(q, self.n_heads), start).swap_dims(1, 2);
+        let k = rope.apply(heads(k, self.n_kv_heads), start).swap_dims(1, 2);
+        let v = heads(v, self.n_kv_heads).swap_dims(1, 2);
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let options = AttentionModuleOptions {
             is_causal: true,

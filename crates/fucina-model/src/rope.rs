@@ -68,13 +68,18 @@ impl<B: Backend> Rope<B> {
         device: &B::Device,
     ) -> Self {
         let angles = rope_angles(max_positions, head_dim, theta, scaling);
-        let table = |f: fn(f64) -> f64| {
-            let values: Vec<f32> = angles.iter().map(|&a| f(a) as f32).collect();
+        let half = head_dim / 2;
+        let table = |f: &dyn Fn(usize, f64) -> f64| {
+            let values: Vec<f32> = (angles.iter().enumerate())
+                .map(|(i, &a)| f(i % head_dim, a) as f32)
+                .collect();
             Tensor::from_data(TensorData::new(values, [max_positions, head_dim]), device)
         };
         Self {
-            cos: table(f64::cos),
-            sin: table(f64::sin),
+            cos: table(&|_, a| a.cos()),
+            // rotate_half(x)·sin = swap_halves(x)·(−sin | +sin): the sign lives in the table,
+            // so applying it needs no negation pass.
+            sin: table(&|j, a| if j < half { -a.sin() } else { a.sin() }),
         }
     }
 
@@ -82,15 +87,29 @@ impl<B: Backend> Rope<B> {
         self.cos.dims()[0]
     }
 
-    /// `x`: [batch, heads, seq, head_dim], positions `start..start+seq`.
+    /// `x`: [batch, seq, heads, head_dim] (the projection's own layout), positions
+    /// `start..start+seq`.
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [_, _, seq, head_dim] = x.dims();
+        let [batch, seq, heads, head_dim] = x.dims();
         let half = head_dim / 2;
-        let cos = self.cos.clone().narrow(0, start, seq).unsqueeze::<4>();
-        let sin = self.sin.clone().narrow(0, start, seq).unsqueeze::<4>();
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos + rotated * sin
+        let row = seq * heads * head_dim;
+        // Each table becomes one row shared by every sequence of the batch: the CPU backend
+        // multiplies that broadcast with SIMD, where a [seq, head_dim] table broadcast over
+        // heads would go element by element through a strided iterator.
+        let tile = |t: &Tensor<B, 2>| {
+            t.clone()
+                .narrow(0, start, seq)
+                .unsqueeze_dim::<3>(1)
+                .expand([seq, heads, head_dim])
+                .reshape([1, row])
+        };
+        let pairs = x.clone().reshape([batch * seq * heads, 2, half]);
+        let swapped = Tensor::cat(
+            vec![pairs.clone().narrow(1, 1, 1), pairs.narrow(1, 0, 1)],
+            1,
+        );
+        let rotated = x.reshape([batch, row]) * tile(&self.cos)
+            + swapped.reshape([batch, row]) * tile(&self.sin);
+        rotated.reshape([batch, seq, heads, head_dim])
     }
 }

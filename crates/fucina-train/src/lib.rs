@@ -1,5 +1,6 @@
 //! fucina-train: the training loop, optimizer, checkpoints, metrics and plots.
 
+pub mod alloc;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
@@ -17,6 +18,7 @@ pub mod nonfinite;
 pub mod optim;
 pub mod plot;
 pub mod stop;
+pub mod threads;
 pub mod trainer;
 pub mod watchdog;
 

@@ -7,15 +7,16 @@ use crate::config::RunConfig;
 use crate::consistency::{check_replicas, check_same_config};
 use crate::data::{self, RunData};
 use crate::grads::GradSync;
-use crate::loss::{eval_sums, micro_loss, step_scale};
+use crate::loss::{eval_sums, step_scale};
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::{learning_rate, AdamW};
+use crate::threads::forward_backward;
 use crate::watchdog::{self, Watchdog};
 use crate::{generate, plot};
 use crate::{nonfinite, stop};
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_data::{sequential_batch, sequential_batch_count, BatchSpec, Loader, TokenDataset};
@@ -282,15 +283,11 @@ fn run<B: AutodiffBackend>(
             watchdog::hang_forever();
         }
         let scale = step_scale(comm.size(), accum, loader.step_loss_targets(step));
+        let poison = nan_steps.contains(&(step + 1));
         for micro in 0..accum {
             let batch = loader.micro_batch(step, micro);
-            let mut loss = micro_loss(&model, &batch, rows, scale, device);
-            if nan_steps.contains(&(step + 1)) {
-                loss = loss.mul_scalar(f64::NAN);
-            }
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
-            let grads = loss.div_scalar(accum as f64).backward();
-            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            let acc = &mut accumulator;
+            loss_sum += forward_backward(&model, &batch, rows, scale, accum, poison, acc, device);
         }
         watchdog.enter("gradient all-reduce", step + 1);
         let (grads, sync) = grad_sync.run(&model, accumulator.grads(), comm)?;

@@ -1,0 +1,24 @@
+//! glibc's malloc hands large blocks back to the kernel on free and maps them afresh on the
+//! next allocation, so every training step page-faults through its activations again (measured:
+//! ~8 % of a CPU step in the kernel's page-fault path). Keeping freed memory in the heap lets the
+//! next step reuse it; peak memory is unchanged, since a step needs that memory anyway.
+
+/// Raises glibc's mmap and trim thresholds; a no-op on other C libraries. Call it first thing
+/// in `main`, before any thread allocates.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        // 32 MiB is the largest mmap threshold glibc accepts on 64-bit; blocks above it (a
+        // big model's logits) are still mapped per use.
+        // SAFETY: mallopt only changes allocator tunables; called before other threads exist.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, i32::MAX);
+        }
+    }
+}
