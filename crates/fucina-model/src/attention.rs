@@ -4,8 +4,7 @@ use crate::lora::{project, Lora};
 use crate::{config::LlamaConfig, rope::Rope};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::activation::softmax;
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -65,15 +64,13 @@ impl<B: Backend> Attention<B> {
         let q = project(&self.q_proj, &self.q_lora, x.clone());
         let k = project(&self.k_proj, &self.k_lora, x.clone());
         let v = project(&self.v_proj, &self.v_lora, x);
-        let q = rope.apply(heads(q, self.n_heads), start).swap_dims(1, 2);
-        let k = rope.apply(heads(k, self.n_kv_heads), start).swap_dims(1, 2);
+        // The 1/√d score scale rides on q's rotation tables: no pass over q or the scores.
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let q = rope.apply_scaled(heads(q, self.n_heads), start, scale);
+        let k = rope.apply(heads(k, self.n_kv_heads), start);
         let v = heads(v, self.n_kv_heads).swap_dims(1, 2);
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let options = AttentionModuleOptions {
-            is_causal: true,
-            ..Default::default()
-        };
-        let out = attention(q, k, v, None, None, options);
+        let (k, v) = (self.repeat_kv(k.swap_dims(1, 2)), self.repeat_kv(v));
+        let out = causal_attention(q.swap_dims(1, 2), k, v);
         let out = out
             .swap_dims(1, 2)
             .reshape([batch, seq, self.n_heads * self.head_dim]);
@@ -91,4 +88,26 @@ impl<B: Backend> Attention<B> {
             .expand([batch, kv, groups, seq, hd])
             .reshape([batch, kv * groups, seq, hd])
     }
+}
+
+/// softmax(q·kᵀ + causal mask)·v for q, k, v of [batch, heads, seq, head_dim], q already scaled.
+/// Written out rather than burn's `attention`, whose autodiff fallback scales the scores in a
+/// pass of its own and masks them with a bool tensor broadcast element by element: here the
+/// mask is one additive row shared by every (batch, head), which the CPU backend adds with SIMD
+/// in place.
+fn causal_attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [batch, heads, seq, _] = q.dims();
+    let device = q.device();
+    let mask: Vec<f32> = (0..seq * seq)
+        .map(|i| match i % seq > i / seq {
+            true => f32::NEG_INFINITY,
+            false => 0.0,
+        })
+        .collect();
+    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [1, seq * seq]), &device);
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .reshape([batch * heads, seq * seq])
+        + mask;
+    softmax(scores.reshape([batch, heads, seq, seq]), 3).matmul(v)
 }

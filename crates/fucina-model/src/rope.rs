@@ -90,6 +90,11 @@ impl<B: Backend> Rope<B> {
     /// `x`: [batch, seq, heads, head_dim] (the projection's own layout), positions
     /// `start..start+seq`.
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
+        self.apply_scaled(x, start, 1.0)
+    }
+
+    /// `apply`, with the result multiplied by `scale` at no extra cost.
+    pub fn apply_scaled(&self, x: Tensor<B, 4>, start: usize, scale: f64) -> Tensor<B, 4> {
         let [batch, seq, heads, head_dim] = x.dims();
         let half = head_dim / 2;
         let row = seq * heads * head_dim;
@@ -102,6 +107,7 @@ impl<B: Backend> Rope<B> {
                 .unsqueeze_dim::<3>(1)
                 .expand([seq, heads, head_dim])
                 .reshape([1, row])
+                .mul_scalar(scale)
         };
         let pairs = x.clone().reshape([batch * seq * heads, 2, half]);
         let swapped = Tensor::cat(
