@@ -85,7 +85,7 @@ pub struct ZeroAdamW {
 impl ZeroAdamW {
     pub fn new(adamw: AdamW, max_norm: f64, layout: Layout, rank: usize, world: usize) -> Self {
         let total = layout.len();
-        // Never an empty block: MPI collectives of zero values are legal but pointless to test.
+        // At least one value per rank, so that no collective gets an empty buffer.
         let block = total.div_ceil(world).max(1);
         let owned = (rank * block).min(total)..((rank + 1) * block).min(total);
         let segments = layout
