@@ -178,6 +178,14 @@ fn report(summary: &TrainSummary, root: bool) {
             .unwrap_or_default(),
         summary.checkpoint.display()
     );
+    eprintln!(
+        "optimizer state: {} bytes of AdamW moments per rank ({})",
+        summary.optimizer_bytes,
+        match summary.sharded_over {
+            Some(n) => format!("sharded over {n} ranks"),
+            None => "replicated".to_string(),
+        }
+    );
 }
 
 pub fn run() -> Result<()> {

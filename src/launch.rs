@@ -101,7 +101,7 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
         .grad_accum()
         .with_context(|| format!("{} node(s) x {} ranks", args.nodes, profile.node.devices))?;
 
-    let mem = memory::estimate(&config)?;
+    let mem = memory::estimate(&config, ranks as usize)?;
     let need = mem.device_total(config.backend.is_cpu()) as f64 / GIB;
     let have = profile.node.device_memory_gib;
     if need > have {
@@ -206,10 +206,15 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
     );
     eprintln!(
         "memory per rank (estimate): {need:.2} GiB of {have} GiB — parameters {:.2}, gradients {:.2}, \
-         optimizer {:.2}, activations {:.2} GiB",
+         optimizer {:.2}{}, activations {:.2} GiB",
         mem.parameters as f64 / GIB,
         mem.gradients as f64 / GIB,
         mem.optimizer as f64 / GIB,
+        if mem.optimizer_on_host {
+            " (sharded, in host memory)"
+        } else {
+            ""
+        },
         mem.activations as f64 / GIB
     );
     for (key, note) in &profile.unsure {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub const MODEL_FILE: &str = "model.mpk";
 pub const OPTIM_FILE: &str = "optim.mpk";
+pub const FLAT_OPTIM_FILE: &str = "optim.safetensors";
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.toml";
 pub const DONE_FILE: &str = "DONE";
@@ -34,6 +35,31 @@ pub struct TrainState {
     /// Steps skipped for a non-finite loss or gradient norm so far.
     #[serde(default)]
     pub skipped_steps: u64,
+    /// How the optimizer state is stored (checkpoints written before it existed hold burn's).
+    #[serde(default)]
+    pub optimizer: OptimFormat,
+}
+
+/// The two forms of AdamW state a checkpoint may hold; either resumes a run of either kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimFormat {
+    /// burn's record of the replicated optimizer, keyed by parameter id (`optim.mpk`).
+    #[default]
+    BurnRecord,
+    /// The moments of all trainable parameters as flat vectors in visit order
+    /// (`optim.safetensors`), as the sharded optimizer gathers them: independent of the world
+    /// size.
+    Flat,
+}
+
+impl OptimFormat {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            OptimFormat::BurnRecord => OPTIM_FILE,
+            OptimFormat::Flat => FLAT_OPTIM_FILE,
+        }
+    }
 }
 
 pub fn checkpoints_dir(out_dir: &Path) -> PathBuf {
@@ -65,7 +91,8 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Writes a complete checkpoint for `state.step` and returns its directory. On any failure (a
+/// Writes a complete checkpoint for `state.step` (the optimizer state in the form
+/// `state.optimizer` names) and returns its directory. On any failure (a
 /// full disk, say) the temporary directory is removed and earlier checkpoints are untouched.
 pub fn save(
     out_dir: &Path,
@@ -109,7 +136,7 @@ fn write_files(
     let state_json = serde_json::to_string_pretty(state)?;
     let files: [(&str, &[u8]); 4] = [
         (MODEL_FILE, model_bytes),
-        (OPTIM_FILE, optim_bytes),
+        (state.optimizer.file_name(), optim_bytes),
         (STATE_FILE, state_json.as_bytes()),
         (CONFIG_FILE, config_toml.as_bytes()),
     ];
@@ -261,7 +288,7 @@ pub fn load(dir: &Path) -> Result<Loaded> {
         .with_context(|| format!("corrupt {}", dir.join(STATE_FILE).display()))?;
     Ok(Loaded {
         model: read(MODEL_FILE)?,
-        optim: read(OPTIM_FILE)?,
+        optim: read(state.optimizer.file_name())?,
         state,
     })
 }

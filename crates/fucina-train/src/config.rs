@@ -191,6 +191,9 @@ pub struct DistConfig {
     /// A step phase (forward/backward, an all-reduce, evaluation, a checkpoint) taking longer
     /// than this ends the whole job with a message; 0 disables the watchdog.
     pub timeout_seconds: f64,
+    /// ZeRO-1: each rank keeps the AdamW moments of its 1/N of the trainable parameters and
+    /// updates only that part; gradients are reduce-scattered and weights all-gathered.
+    pub shard_optimizer: bool,
 }
 
 impl Default for DistConfig {
@@ -198,6 +201,7 @@ impl Default for DistConfig {
         Self {
             bucket_mb: 25.0,
             timeout_seconds: 1800.0,
+            shard_optimizer: false,
         }
     }
 }

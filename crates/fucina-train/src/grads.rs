@@ -65,13 +65,7 @@ fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     buffers: &mut Buckets,
 ) -> Result<(GradientsParams, SyncStats)> {
     let started = Instant::now();
-    let mut flatten = Flatten::<B> {
-        grads: &mut grads,
-        parts: Vec::new(),
-        shapes: Vec::new(),
-    };
-    model.visit(&mut flatten);
-    let Flatten { parts, shapes, .. } = flatten;
+    let FlatGrads { parts, shapes } = flatten::<B, M>(model, &mut grads);
     let device = parts.first().map(|t| t.device()).unwrap_or_default();
 
     let buckets = plan_buckets(&shapes, bucket_bytes / 4);
@@ -85,18 +79,13 @@ fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     let timing = comm.all_reduce_sum_buckets(buffers, &sizes, &mut |k, host| {
         let mut offset = 0;
         for i in buckets[k].params.clone() {
-            let data = pending[i]
-                .take()
-                .expect("each gradient is packed once")
-                .into_data()
-                // bf16 runs (cuda/rocm) reduce in f32: the sum of many ranks needs the bits.
-                .convert::<f32>();
-            match data.into_vec::<f32>() {
+            let part = pending[i].take().expect("each gradient is packed once");
+            match download(part) {
                 Ok(values) => {
                     host[offset..offset + values.len()].copy_from_slice(&values);
                     hosts.push(values);
                 }
-                Err(e) => failure = Some(anyhow!("gradient download: {e:?}")),
+                Err(e) => failure = Some(e),
             }
             offset += shapes[i].1.iter().product::<usize>();
         }
@@ -113,13 +102,7 @@ fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
         .sum::<f64>()
         .sqrt()
         * inv_world;
-    // PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) only when that is below 1.
-    let clip = if max_norm > 0.0 && grad_norm.is_finite() {
-        (max_norm / (grad_norm + 1e-6)).min(1.0)
-    } else {
-        1.0
-    };
-    let scale = (inv_world * clip) as f32;
+    let scale = (inv_world * clip_factor(max_norm, grad_norm)) as f32;
 
     // Each gradient is uploaded from its slice of the reduced bucket, scaled on the way: one
     // pass over the memory (slicing a device tensor instead copied each parameter twice).
@@ -173,6 +156,49 @@ fn plan_buckets(shapes: &[(ParamId, Vec<usize>)], max_values: usize) -> Vec<Buck
         }
     }
     buckets
+}
+
+/// PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) only when that is below 1;
+/// `max_norm` 0 disables clipping.
+pub(crate) fn clip_factor(max_norm: f64, grad_norm: f64) -> f64 {
+    if max_norm > 0.0 && grad_norm.is_finite() {
+        (max_norm / (grad_norm + 1e-6)).min(1.0)
+    } else {
+        1.0
+    }
+}
+
+/// The trainable parameters' gradients, each reshaped to one dimension, in visit order, with
+/// the id and shape of their parameter. Frozen parameters are left out.
+pub(crate) struct FlatGrads<B: AutodiffBackend> {
+    pub parts: Vec<Tensor<B::InnerBackend, 1>>,
+    pub shapes: Vec<(ParamId, Vec<usize>)>,
+}
+
+/// Takes the gradients of `model`'s trainable parameters out of `grads`, in visit order.
+pub(crate) fn flatten<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+) -> FlatGrads<B> {
+    let mut flatten = Flatten::<B> {
+        grads,
+        parts: Vec::new(),
+        shapes: Vec::new(),
+    };
+    model.visit(&mut flatten);
+    FlatGrads {
+        parts: flatten.parts,
+        shapes: flatten.shapes,
+    }
+}
+
+/// One device→host copy, in f32 whatever the backend's float: bf16 runs (cuda/rocm) reduce
+/// and update in f32, since the sum of many ranks needs the bits.
+pub(crate) fn download<B: Backend>(part: Tensor<B, 1>) -> Result<Vec<f32>> {
+    part.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow!("copy to the host: {e:?}"))
 }
 
 struct Flatten<'a, B: AutodiffBackend> {
@@ -232,7 +258,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
 }
 
 /// Σx² in f64, summed in f32 lanes the compiler can vectorise (a plain f32 fold cannot be).
-fn sum_of_squares(values: &[f32]) -> f64 {
+pub(crate) fn sum_of_squares(values: &[f32]) -> f64 {
     values
         .chunks(1 << 14)
         .map(|chunk| {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod consistency;
 pub mod data;
 pub mod export;
+pub mod flat_moments;
 pub mod generate;
 pub mod grads;
 pub mod loss;
@@ -20,7 +21,9 @@ pub mod plot;
 pub mod stop;
 pub mod threads;
 pub mod trainer;
+pub mod update;
 pub mod watchdog;
+pub mod zero;
 
 pub use backend::{dispatch, BackendKind, BackendTask};
 pub use config::RunConfig;

@@ -9,8 +9,11 @@ use anyhow::Result;
 pub struct MemoryEstimate {
     pub parameters: u64,
     pub gradients: u64,
-    /// AdamW's two moments.
+    /// AdamW's two moments; with `[dist] shard_optimizer`, this rank's 1/N of them, in f32
+    /// host memory.
     pub optimizer: u64,
+    /// The moments live in host memory (sharded), not on the device.
+    pub optimizer_on_host: bool,
     /// Kept for backward over one micro-batch.
     pub activations: u64,
     /// Host copies for the gradient all-reduce; on a GPU they live in host memory instead.
@@ -22,12 +25,17 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     /// On the device (for CPU backends the device is host memory).
     pub fn device_total(&self, cpu: bool) -> u64 {
-        let device = self.parameters + self.gradients + self.optimizer + self.activations;
-        device + self.runtime + if cpu { self.sync_buffers } else { 0 }
+        let (on_device, on_host) = match self.optimizer_on_host {
+            true => (0, self.optimizer),
+            false => (self.optimizer, 0),
+        };
+        let device = self.parameters + self.gradients + on_device + self.activations;
+        device + self.runtime + if cpu { self.sync_buffers + on_host } else { 0 }
     }
 }
 
-pub fn estimate(config: &RunConfig) -> Result<MemoryEstimate> {
+/// Per rank of a job of `world_size` ranks.
+pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate> {
     let model = config.model_config()?;
     let bytes: u64 = match config.precision {
         Precision::F32 => 4,
@@ -57,12 +65,47 @@ pub fn estimate(config: &RunConfig) -> Result<MemoryEstimate> {
         config.backend,
         BackendKind::Cpu | BackendKind::Flex | BackendKind::Ndarray
     );
+    let sharded = config.dist.shard_optimizer;
+    let optimizer = match sharded {
+        // Each rank's block, padding included, of f32 moments.
+        true => 2 * trainable.div_ceil(world_size.max(1) as u64) * 4,
+        false => 2 * trainable * bytes,
+    };
     Ok(MemoryEstimate {
         parameters: (params + trainable * config.lora.is_some() as u64) * bytes,
         gradients: trainable * bytes,
-        optimizer: 2 * trainable * bytes,
+        optimizer,
+        optimizer_on_host: sharded,
         activations: per_token * tokens * bytes,
         sync_buffers: trainable * 4 + 2 * (config.dist.bucket_bytes() as u64).min(trainable * 4),
         runtime: if cpu { 300 << 20 } else { 1 << 30 },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::RunConfig;
+
+    fn config(shard: bool) -> RunConfig {
+        let text = format!(
+            "out_dir = \"x\"\n[model]\npreset = \"tiny\"\n[data]\ndir = \"builtin\"\nseq_len = 32\n\
+             [train]\nsteps = 1\nglobal_batch_tokens = 64\nmicro_batch_size = 1\nlr = 1e-3\n\
+             [dist]\nshard_optimizer = {shard}\n"
+        );
+        RunConfig::from_toml_str(&text, &[]).unwrap()
+    }
+
+    #[test]
+    fn sharding_divides_the_optimizer_state_by_the_ranks() {
+        let params = config(false).model_config().unwrap().num_parameters() as u64;
+        let replicated = super::estimate(&config(false), 4).unwrap();
+        assert_eq!(replicated.optimizer, 2 * params * 4);
+        let sharded = super::estimate(&config(true), 4).unwrap();
+        assert_eq!(sharded.optimizer, 2 * params.div_ceil(4) * 4);
+        // On a GPU the sharded moments leave the device for host memory.
+        let gpu_saving = replicated.device_total(false) - sharded.device_total(false);
+        assert_eq!(gpu_saving, replicated.optimizer);
+        let cpu_saving = replicated.device_total(true) - sharded.device_total(true);
+        assert_eq!(cpu_saving, replicated.optimizer - sharded.optimizer);
+    }
 }

@@ -31,6 +31,43 @@ impl AdamW {
     pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(self) -> OptimizerAdaptor<Self, M, B> {
         OptimizerAdaptor::from(self)
     }
+
+    /// Step `time` (from 1) of the same update on host slices, for the sharded optimizer: the
+    /// operations of `step` below in the same order, so both give the same f32 results. Moments
+    /// of a parameter's first step are zeros here (`None` below): `0·β + x` is exactly `x`.
+    pub fn step_host(&self, lr: f64, time: usize, decay: bool, slices: HostSlices<'_>) {
+        let (b1, b2) = (self.beta1, self.beta2);
+        let t = time as i32;
+        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        let keep = match decay {
+            true if lr * self.weight_decay as f64 != 0.0 => {
+                (1.0 - lr * self.weight_decay as f64) as f32
+            }
+            _ => 1.0,
+        };
+        let lr = lr as f32;
+        let HostSlices {
+            weights,
+            grads,
+            moment_1,
+            moment_2,
+        } = slices;
+        let moments = moment_1.iter_mut().zip(moment_2.iter_mut());
+        for ((w, g), (m, v)) in weights.iter_mut().zip(grads).zip(moments) {
+            *m = *m * b1 + g * (1.0 - b1);
+            *v = *v * b2 + g * g * (1.0 - b2);
+            let update = (*m / c1) / ((*v / c2).sqrt() + self.eps);
+            *w = *w * keep - update * lr;
+        }
+    }
+}
+
+/// Equal-length host slices of one parameter (or part of one) for `AdamW::step_host`.
+pub struct HostSlices<'a> {
+    pub weights: &'a mut [f32],
+    pub grads: &'a [f32],
+    pub moment_1: &'a mut [f32],
+    pub moment_2: &'a mut [f32],
 }
 
 impl<B: Backend> SimpleOptimizer<B> for AdamW {

@@ -6,17 +6,17 @@ use crate::checkpoint::{self, TrainState};
 use crate::config::RunConfig;
 use crate::consistency::{check_replicas, check_same_config};
 use crate::data::{self, RunData};
-use crate::grads::GradSync;
 use crate::loss::{eval_sums, step_scale};
 use crate::metrics::{Event, Reporter, StepMetrics};
-use crate::optim::{learning_rate, AdamW};
+use crate::optim::learning_rate;
 use crate::threads::forward_backward;
+use crate::update::Updater;
 use crate::watchdog::{self, Watchdog};
 use crate::{generate, plot};
 use crate::{nonfinite, stop};
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, Optimizer};
+use burn::optim::GradientsAccumulator;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_data::{sequential_batch, sequential_batch_count, BatchSpec, Loader, TokenDataset};
@@ -50,6 +50,10 @@ pub struct TrainSummary {
     pub world_size: usize,
     /// Set when a signal stopped the run early, at a checkpoint: what to tell the user.
     pub stopped_by: Option<String>,
+    /// Bytes of AdamW moments this rank holds at the end (all ranks hold as many).
+    pub optimizer_bytes: u64,
+    /// The world size the AdamW state is sharded over (`[dist] shard_optimizer`), if it is.
+    pub sharded_over: Option<usize>,
 }
 
 pub fn train(
@@ -221,7 +225,7 @@ fn run<B: AutodiffBackend>(
     let loader = Loader::new(train, spec)?;
 
     let mut model = initial_model::<B>(config, &model_config, comm, device)?;
-    let mut optimizer = AdamW::new(&config.train).init::<B, Llama<B>>();
+    let mut updater = Updater::<B, Llama<B>>::new(config, &model, comm);
     let mut state = TrainState {
         step: 0,
         loader: loader.state(0),
@@ -230,6 +234,7 @@ fn run<B: AutodiffBackend>(
         last_loss: None,
         fucina_version: env!("CARGO_PKG_VERSION").into(),
         skipped_steps: 0,
+        optimizer: updater.format(),
     };
     let resumed = match &options.resume {
         Some(which) => load_checkpoint(out_dir, which, &model_config, config.lora.as_ref(), comm)?,
@@ -243,9 +248,11 @@ fn run<B: AutodiffBackend>(
     }
     if let Some((dir, loaded)) = resumed {
         model = model.load_record(checkpoint::record_from_bytes::<B, _>(loaded.model, device)?);
-        optimizer =
-            optimizer.load_record(checkpoint::record_from_bytes::<B, _>(loaded.optim, device)?);
+        updater
+            .load(&model, loaded.state.optimizer, loaded.optim, device)
+            .with_context(|| format!("optimizer state of checkpoint {}", dir.display()))?;
         state = loaded.state;
+        state.optimizer = updater.format();
         // The loader is a pure function of the step: only a different seed could move it.
         state.step = loader.resume(&state.loader)?;
         state.world_size = comm.size();
@@ -265,7 +272,6 @@ fn run<B: AutodiffBackend>(
     let mut last_checkpoint = None;
     let mut stopped_by: Option<String> = None;
 
-    let mut grad_sync = GradSync::new(config.train.grad_clip, config.dist.bucket_bytes());
     let timeout = std::time::Duration::from_secs_f64(config.dist.timeout_seconds);
     let watchdog = Watchdog::start(timeout, comm.rank());
     let (nan_steps, hang_step) = (
@@ -290,7 +296,7 @@ fn run<B: AutodiffBackend>(
             loss_sum += forward_backward(&model, &batch, rows, scale, accum, poison, acc, device);
         }
         watchdog.enter("gradient all-reduce", step + 1);
-        let (grads, sync) = grad_sync.run(&model, accumulator.grads(), comm)?;
+        let mut sync = updater.sync(&model, accumulator.grads(), comm)?;
 
         // The stop request rides on the loss all-reduce: no extra collective per step.
         let signal = stop::received();
@@ -315,8 +321,12 @@ fn run<B: AutodiffBackend>(
             sync.grad_norm,
             comm.is_root(),
         )?;
-        if let nonfinite::Verdict::Apply = verdict {
-            model = optimizer.step(lr, model, grads);
+        match verdict {
+            nonfinite::Verdict::Apply => {
+                watchdog.enter("optimizer step", step + 1);
+                model = updater.apply(lr, model, comm, &mut sync)?;
+            }
+            nonfinite::Verdict::Skip => updater.skip(),
         }
         losses.push(loss);
         state.step += 1;
@@ -366,9 +376,9 @@ fn run<B: AutodiffBackend>(
                     state.step
                 );
             }
-            if comm.is_root() {
+            // Gathered on rank 0 (the sharded optimizer's blocks): every rank takes part.
+            if let Some(optim_bytes) = updater.save(comm)? {
                 let model_bytes = checkpoint::record_to_bytes::<B, _>(model.clone().into_record())?;
-                let optim_bytes = checkpoint::record_to_bytes::<B, _>(optimizer.to_record())?;
                 let dir = checkpoint::save(
                     out_dir,
                     &model_bytes,
@@ -423,5 +433,7 @@ fn run<B: AutodiffBackend>(
         parameter_hash,
         world_size: comm.size(),
         stopped_by,
+        optimizer_bytes: updater.moment_bytes(&model),
+        sharded_over: config.dist.shard_optimizer.then_some(comm.size()),
     })
 }

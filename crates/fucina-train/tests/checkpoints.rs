@@ -18,6 +18,7 @@ fn state(step: u64) -> TrainState {
         last_loss: Some(1.0),
         fucina_version: "test".into(),
         skipped_steps: 0,
+        optimizer: Default::default(),
     }
 }
 

@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use common::B;
 use fucina_dist::SingleProcess;
 use fucina_train::grads::GradSync;
-use fucina_train::optim::{learning_rate, AdamW};
+use fucina_train::optim::{learning_rate, AdamW, HostSlices};
 use fucina_train::RunConfig;
 
 type AD = burn::backend::Autodiff<B>;
@@ -81,6 +81,43 @@ fn adamw_matches_pytorch_formula_and_skips_decay_on_vectors() {
             (*got as f64 - expected).abs() < 1e-6,
             "weight {i}: {got} vs {expected}"
         );
+    }
+}
+
+/// The sharded optimizer's host update (ZeRO-1) against the same reference.
+#[test]
+fn host_adamw_matches_pytorch_formula() {
+    let config = run_config(&["train.weight_decay=0.1"]);
+    let adamw = AdamW::new(&config.train);
+    let initial = [0.5f32, -1.0, 2.0, 0.25];
+    let grads = [
+        [0.3f32, -0.2, 0.1, 0.7],
+        [-0.1, 0.4, 0.2, -0.3],
+        [0.2, 0.2, -0.5, 0.1],
+    ];
+    let lr = 0.01;
+    for decay in [true, false] {
+        let mut weights = initial;
+        let (mut m, mut v) = ([0f32; 4], [0f32; 4]);
+        for (t, g) in grads.iter().enumerate() {
+            let slices = HostSlices {
+                weights: &mut weights,
+                grads: g,
+                moment_1: &mut m,
+                moment_2: &mut v,
+            };
+            adamw.step_host(lr, t + 1, decay, slices);
+        }
+        for i in 0..4 {
+            let g: Vec<f64> = grads.iter().map(|g| g[i] as f64).collect();
+            let wd = if decay { 0.1 } else { 0.0 };
+            let expected = reference_adamw(initial[i] as f64, &g, lr, wd);
+            let got = weights[i] as f64;
+            assert!(
+                (got - expected).abs() < 1e-6,
+                "weight {i}: {got} vs {expected}"
+            );
+        }
     }
 }
 

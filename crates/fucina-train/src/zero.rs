@@ -1,0 +1,303 @@
+//! ZeRO-1: AdamW with its moments sharded over the ranks. The trainable parameters, in visit
+//! order, form one flat vector padded to a multiple of the world size; rank r owns block r. A
+//! step reduce-scatters the gradients (each rank receives the sum of its block), updates its
+//! block of the weights on the host in f32, and all-gathers the blocks into every rank's model.
+//! Reduce-scatter plus all-gather move the bytes of one all-reduce; the moments take 1/N.
+
+use crate::flat_moments::FlatMoments;
+use crate::grads::{clip_factor, download, flatten, sum_of_squares, FlatGrads, SyncStats};
+use crate::optim::{AdamW, HostSlices};
+use anyhow::{bail, ensure, Result};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fucina_dist::Communicator;
+use std::ops::Range;
+use std::time::Instant;
+
+/// Shapes of the trainable parameters in visit order: what the flat vector is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout(pub Vec<Vec<usize>>);
+
+impl Layout {
+    pub fn of<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> Self {
+        struct Shapes(Vec<Vec<usize>>);
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Shapes {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let value = param.val();
+                if value.is_require_grad() {
+                    self.0.push(value.dims().to_vec());
+                }
+            }
+        }
+        let mut shapes = Shapes(Vec::new());
+        model.visit(&mut shapes);
+        Layout(shapes.0)
+    }
+
+    /// Values in the flat vector.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|d| d.iter().product::<usize>()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each parameter's range in the flat vector, and whether AdamW decays it (matrices only).
+    pub fn ranges(&self) -> Vec<(Range<usize>, bool)> {
+        let mut offset = 0;
+        self.0
+            .iter()
+            .map(|dims| {
+                let n: usize = dims.iter().product();
+                offset += n;
+                (offset - n..offset, dims.len() >= 2)
+            })
+            .collect()
+    }
+}
+
+/// One rank's share of a sharded AdamW, with the host buffers it reuses from step to step.
+pub struct ZeroAdamW {
+    adamw: AdamW,
+    /// Clip the averaged gradients to this global norm; 0 disables clipping.
+    max_norm: f64,
+    layout: Layout,
+    /// Values per rank: the flat vector's length divided by the world size, rounded up.
+    block: usize,
+    /// This rank's part of the flat vector, without padding.
+    owned: Range<usize>,
+    /// `owned` cut at parameter boundaries, in block coordinates, with the decay flag.
+    segments: Vec<(Range<usize>, bool)>,
+    /// The moments of this rank's block (padding included, so every rank holds `block`).
+    moments: FlatMoments,
+    /// `block × world` values: the gradients sent, then the weights gathered.
+    flat: Vec<f32>,
+    /// This rank's block of the averaged, clipped gradients of the step being taken.
+    grads: Vec<f32>,
+    /// This rank's block of the weights, updated on the host.
+    weights: Vec<f32>,
+    pending: bool,
+}
+
+impl ZeroAdamW {
+    pub fn new(adamw: AdamW, max_norm: f64, layout: Layout, rank: usize, world: usize) -> Self {
+        let total = layout.len();
+        // At least one value per rank, so that no collective gets an empty buffer.
+        let block = total.div_ceil(world).max(1);
+        let owned = (rank * block).min(total)..((rank + 1) * block).min(total);
+        let segments = layout
+            .ranges()
+            .into_iter()
+            .filter_map(|(range, decay)| {
+                let (lo, hi) = (range.start.max(owned.start), range.end.min(owned.end));
+                (lo < hi).then(|| (lo - owned.start..hi - owned.start, decay))
+            })
+            .collect();
+        Self {
+            adamw,
+            max_norm,
+            layout,
+            block,
+            owned,
+            segments,
+            moments: FlatMoments::zeros(block),
+            flat: vec![0.0; block * world],
+            grads: vec![0.0; block],
+            weights: vec![0.0; block],
+            pending: false,
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Bytes of AdamW moments this rank holds.
+    pub fn moment_bytes(&self) -> u64 {
+        self.moments.bytes()
+    }
+
+    /// Sums this rank's block of the gradients over all ranks, averages and clips it by the
+    /// global norm; the update waits for `apply`, so a non-finite step can still be skipped.
+    pub fn sync<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+        mut grads: GradientsParams,
+        comm: &dyn Communicator,
+    ) -> Result<SyncStats> {
+        let started = Instant::now();
+        let FlatGrads { parts, shapes } = flatten::<B, M>(model, &mut grads);
+        let same = shapes.len() == self.layout.0.len()
+            && shapes.iter().zip(&self.layout.0).all(|((_, a), b)| a == b);
+        if !same {
+            bail!("the trainable parameters changed shape after the sharded optimizer was built");
+        }
+        let mut offset = 0;
+        for part in parts {
+            let values = download(part)?;
+            self.flat[offset..offset + values.len()].copy_from_slice(&values);
+            offset += values.len();
+        }
+        self.flat[offset..].fill(0.0);
+
+        let blocked = Instant::now();
+        comm.reduce_scatter_sum(&self.flat, &mut self.grads)?;
+        let mut squares = [sum_of_squares(&self.grads) as f32];
+        comm.all_reduce_sum(&mut squares)?;
+        let comm_seconds = blocked.elapsed().as_secs_f64();
+
+        let inv_world = 1.0 / comm.size() as f64;
+        let grad_norm = (squares[0] as f64).sqrt() * inv_world;
+        let scale = (inv_world * clip_factor(self.max_norm, grad_norm)) as f32;
+        for g in &mut self.grads {
+            *g *= scale;
+        }
+        self.pending = true;
+        Ok(SyncStats {
+            grad_norm,
+            sync_seconds: started.elapsed().as_secs_f64(),
+            comm_seconds,
+        })
+    }
+
+    /// Forgets the synchronised gradients of a skipped step.
+    pub fn skip(&mut self) {
+        self.pending = false;
+    }
+
+    /// Updates this rank's block with the gradients of the last `sync` and gives every rank the
+    /// whole updated model. Returns the model and the seconds spent in the all-gather.
+    pub fn apply<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        lr: f64,
+        model: M,
+        comm: &dyn Communicator,
+    ) -> Result<(M, f64)> {
+        ensure!(
+            self.pending,
+            "an optimizer step without synchronised gradients"
+        );
+        let mut read = ReadBlock {
+            owned: self.owned.clone(),
+            offset: 0,
+            out: &mut self.weights,
+            error: None,
+        };
+        model.visit(&mut read);
+        if let Some(e) = read.error {
+            return Err(e);
+        }
+        let time = self.moments.time + 1;
+        for (range, decay) in &self.segments {
+            let slices = HostSlices {
+                weights: &mut self.weights[range.clone()],
+                grads: &self.grads[range.clone()],
+                moment_1: &mut self.moments.moment_1[range.clone()],
+                moment_2: &mut self.moments.moment_2[range.clone()],
+            };
+            self.adamw.step_host(lr, time, *decay, slices);
+        }
+        self.moments.time = time;
+        self.pending = false;
+
+        let blocked = Instant::now();
+        comm.all_gather(&self.weights, &mut self.flat)?;
+        let comm_seconds = blocked.elapsed().as_secs_f64();
+        let model = model.map(&mut WriteBack {
+            flat: &self.flat,
+            offset: 0,
+        });
+        Ok((model, comm_seconds))
+    }
+
+    /// The moments of every rank, on rank 0 (`None` elsewhere). A collective.
+    pub fn gather_moments(&mut self, comm: &dyn Communicator) -> Result<Option<FlatMoments>> {
+        let total = self.layout.len();
+        comm.all_gather(&self.moments.moment_1, &mut self.flat)?;
+        let moment_1 = comm.is_root().then(|| self.flat[..total].to_vec());
+        comm.all_gather(&self.moments.moment_2, &mut self.flat)?;
+        Ok(moment_1.map(|moment_1| FlatMoments {
+            time: self.moments.time,
+            moment_1,
+            moment_2: self.flat[..total].to_vec(),
+        }))
+    }
+
+    /// Takes this rank's block of the moments of all trainable parameters.
+    pub fn load_moments(&mut self, all: &FlatMoments) -> Result<()> {
+        let total = self.layout.len();
+        ensure!(
+            all.moment_1.len() == total && all.moment_2.len() == total,
+            "optimizer state of {} values for {total} trainable values",
+            all.moment_1.len()
+        );
+        let n = self.owned.len();
+        let mut mine = FlatMoments::zeros(self.block);
+        mine.time = all.time;
+        mine.moment_1[..n].copy_from_slice(&all.moment_1[self.owned.clone()]);
+        mine.moment_2[..n].copy_from_slice(&all.moment_2[self.owned.clone()]);
+        self.moments = mine;
+        Ok(())
+    }
+}
+
+/// Copies the part of the trainable weights in `owned` to the host, slicing on the device so
+/// that only this rank's block crosses.
+struct ReadBlock<'a> {
+    owned: Range<usize>,
+    offset: usize,
+    out: &'a mut [f32],
+    error: Option<anyhow::Error>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for ReadBlock<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let value = param.val();
+        if !value.is_require_grad() {
+            return;
+        }
+        let n: usize = value.dims().iter().product();
+        let start = self.offset;
+        self.offset += n;
+        let (lo, hi) = (start.max(self.owned.start), (start + n).min(self.owned.end));
+        if lo >= hi || self.error.is_some() {
+            return;
+        }
+        let part = value.inner().reshape([n]).narrow(0, lo - start, hi - lo);
+        match download(part) {
+            Ok(values) => {
+                let at = lo - self.owned.start;
+                self.out[at..at + values.len()].copy_from_slice(&values);
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
+/// Replaces every trainable weight with its slice of the gathered flat vector, keeping the
+/// parameter's id (which keys checkpoints) and its gradient requirement.
+struct WriteBack<'a> {
+    flat: &'a [f32],
+    offset: usize,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for WriteBack<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        if !tensor.is_require_grad() {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let dims = tensor.dims();
+        let n: usize = dims.iter().product();
+        let values = self.flat[self.offset..self.offset + n].to_vec();
+        self.offset += n;
+        let data = TensorData::new(values, dims);
+        let inner =
+            Tensor::<B::InnerBackend, D>::from_data(data, (&tensor.device(), tensor.dtype()));
+        let updated = Tensor::from_inner(inner).require_grad();
+        Param::from_mapped_value(id, updated, mapper)
+    }
+}
