@@ -125,7 +125,8 @@ enum TokenizerCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Training tokens/s of a model preset on the built-in corpus (under mpirun: of the job).
+    /// Training tokens/s of a model preset on the built-in corpus (under mpirun: of the job)
+    /// and the peak RSS of the process. RAYON_NUM_THREADS sets the CPU threads.
     Train {
         #[arg(long, default_value = "small")]
         preset: String,

@@ -3,6 +3,7 @@
 
 pub const PRESETS: &[(&str, &str)] = &[
     ("tiny", include_str!("../../../configs/models/tiny.toml")),
+    ("mini", include_str!("../../../configs/models/mini.toml")),
     ("small", include_str!("../../../configs/models/small.toml")),
     (
         "gpt2-124m",

@@ -15,7 +15,8 @@ use fucina_dist::{mpirun_command, Communicator};
 use std::time::Instant;
 
 /// `fucina bench train`: median training tokens/s of a preset on the built-in corpus, with a
-/// global batch of 8 × 256 tokens. Under a launcher, the job's throughput.
+/// global batch of 8 × 256 tokens, and the peak RSS of the process. Under a launcher, the job's
+/// throughput. The CPU backend computes on rayon's global pool: `RAYON_NUM_THREADS` sizes it.
 pub fn train(preset: &str, backend: &str, steps: u64) -> Result<Option<f64>> {
     if steps < 2 {
         bail!("--steps must be at least 2: the first step (warm-up) is not counted");
@@ -67,14 +68,17 @@ keep = 1
     std::fs::remove_dir_all(&out_dir).ok();
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
+    // Peak RSS is rank 0's own: under a launcher each rank holds a full replica.
     println!(
-        "bench train: preset {preset} ({:.1}M parameters), backend {backend}, {} rank(s), batch 8×256 tokens: \
-         median {median:.0} tokens/s over {} steps (min {:.0}, max {:.0})",
+        "bench train: preset {preset} ({:.1}M parameters), backend {backend}, {} rank(s) × {} thread(s), \
+         batch 8×256 tokens: median {median:.0} tokens/s over {} steps (min {:.0}, max {:.0}), peak RSS {}",
         params as f64 / 1e6,
         comm.size(),
+        rayon::current_num_threads(),
         rates.len(),
         rates[0],
-        rates[rates.len() - 1]
+        rates[rates.len() - 1],
+        crate::rss::format_mib(crate::rss::peak_rss_bytes())
     );
     Ok(Some(median))
 }

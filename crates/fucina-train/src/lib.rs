@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod nonfinite;
 pub mod optim;
 pub mod plot;
+pub mod rss;
 pub mod stop;
 pub mod threads;
 pub mod trainer;
