@@ -187,6 +187,22 @@ fn report(summary: &TrainSummary, root: bool) {
             None => "replicated".to_string(),
         }
     );
+    if let Some(share) = summary.exposed_comm {
+        eprintln!(
+            "communication: {:.1}% of step time exposed (median over steps 2..{})",
+            share * 100.0,
+            summary.steps
+        );
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    if let Some(peak) = summary.peak_rss {
+        eprintln!(
+            "memory: peak resident {:.0} MiB on rank 0; predicted {:.0} MiB ({:+.0}%)",
+            mib(peak),
+            mib(summary.predicted_bytes),
+            (summary.predicted_bytes as f64 / peak as f64 - 1.0) * 100.0
+        );
+    }
 }
 
 pub fn run() -> Result<()> {

@@ -54,6 +54,12 @@ pub struct TrainSummary {
     pub optimizer_bytes: u64,
     /// The world size the AdamW state is sharded over (`[dist] shard_optimizer`), if it is.
     pub sharded_over: Option<usize>,
+    /// Median share of a step spent blocked in communication, over the steps after the first
+    /// (which pays for warm-up); `None` on one rank or with a single step.
+    pub exposed_comm: Option<f64>,
+    /// This rank's peak resident memory (Linux), and what `fucina launch` predicts for it.
+    pub peak_rss: Option<u64>,
+    pub predicted_bytes: u64,
 }
 
 pub fn train(
@@ -269,6 +275,7 @@ fn run<B: AutodiffBackend>(
     let peak = config.peak_flops();
     let (rows, started) = (config.train.micro_batch_size, Instant::now());
     let (mut losses, mut val_loss) = (Vec::new(), None);
+    let mut exposed = Vec::new();
     let mut last_checkpoint = None;
     let mut stopped_by: Option<String> = None;
 
@@ -329,6 +336,7 @@ fn run<B: AutodiffBackend>(
             nonfinite::Verdict::Skip => updater.skip(),
         }
         losses.push(loss);
+        exposed.push(sync.comm_seconds / step_started.elapsed().as_secs_f64());
         state.step += 1;
         state.loader.step = state.step;
         state.tokens += tokens_per_step;
@@ -435,5 +443,15 @@ fn run<B: AutodiffBackend>(
         stopped_by,
         optimizer_bytes: updater.moment_bytes(&model),
         sharded_over: config.dist.shard_optimizer.then_some(comm.size()),
+        exposed_comm: (comm.size() > 1 && exposed.len() > 1).then(|| median(&exposed[1..])),
+        peak_rss: crate::rss::peak_rss_bytes(),
+        predicted_bytes: crate::memory::estimate(config, comm.size())?
+            .device_total(config.backend.is_cpu()),
     })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
