@@ -2,6 +2,8 @@
 //! next allocation, so every training step page-faults through its activations again (measured:
 //! ~8 % of a CPU step in the kernel's page-fault path). Keeping freed memory in the heap lets the
 //! next step reuse it; peak memory is unchanged, since a step needs that memory anyway.
+//! One arena for all threads: with one per rayon worker, each kept its own high-water mark of
+//! freed blocks the others could not reuse (measured: +12 % peak resident on 2 threads).
 
 /// Raises glibc's mmap and trim thresholds; a no-op on other C libraries. Call it first thing
 /// in `main`, before any thread allocates.
@@ -10,6 +12,7 @@ pub fn keep_freed_memory() {
     {
         const M_TRIM_THRESHOLD: i32 = -1;
         const M_MMAP_THRESHOLD: i32 = -3;
+        const M_ARENA_MAX: i32 = -8;
         extern "C" {
             fn mallopt(param: i32, value: i32) -> i32;
         }
@@ -19,6 +22,7 @@ pub fn keep_freed_memory() {
         unsafe {
             mallopt(M_MMAP_THRESHOLD, 32 << 20);
             mallopt(M_TRIM_THRESHOLD, i32::MAX);
+            mallopt(M_ARENA_MAX, 1);
         }
     }
 }

@@ -1,0 +1,87 @@
+//! `fucina launch`'s memory model (`fucina_train::memory`) against the peak resident memory the
+//! kernel measures for real training runs of three model sizes: within 20 %.
+
+use std::process::Command;
+
+const EXE: &str = env!("CARGO_BIN_EXE_fucina");
+
+/// (measured, predicted) MiB from the run's closing line.
+fn peak_and_prediction(name: &str, model: &str, micro: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join(format!("{name}.toml"));
+    let text = format!(
+        r#"backend = "cpu"
+seed = 3
+out_dir = "{}"
+[model]
+{model}
+[data]
+dir = "builtin"
+seq_len = 256
+[train]
+steps = 2
+global_batch_tokens = {tokens}
+micro_batch_size = {micro}
+lr = 1e-3
+[eval]
+every = 0
+batches = 1
+[checkpoint]
+every = 0
+keep = 1
+"#,
+        dir.path().join("run").display(),
+        tokens = 256 * micro,
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(EXE)
+        .args(["train", config.to_str().unwrap(), "--sample-tokens", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name}: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("memory: peak resident"))
+        .unwrap_or_else(|| panic!("{name}: no memory line in\n{stderr}"));
+    let numbers: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn prediction_is_within_20_percent_of_peak_resident_memory() {
+    let cases = [
+        ("mini", r#"preset = "mini""#.to_string(), 8),
+        ("small", r#"preset = "small""#.to_string(), 4),
+        (
+            "mid",
+            [
+                "vocab_size = 8192",
+                "hidden_size = 512",
+                "intermediate_size = 1376",
+                "num_hidden_layers = 8",
+                "num_attention_heads = 8",
+                "num_key_value_heads = 4",
+                "max_position_embeddings = 256",
+            ]
+            .join("\n"),
+            4,
+        ),
+    ];
+    let mut report = Vec::new();
+    for (name, model, micro) in &cases {
+        let (peak, predicted) = peak_and_prediction(name, model, *micro);
+        report.push(format!(
+            "{name}: peak {peak} MiB, predicted {predicted} MiB"
+        ));
+        // A model that tracked nothing would be off by far more: sizes span 4× here.
+        assert!(peak > 200.0, "{}", report.join("; "));
+        let error = predicted / peak - 1.0;
+        assert!(error.abs() <= 0.2, "{}", report.join("; "));
+    }
+    eprintln!("{}", report.join("\n"));
+}
