@@ -3,6 +3,7 @@
 
 use crate::backend::BackendKind;
 use crate::config::{Precision, RunConfig};
+use crate::threads::cpu_parts;
 use anyhow::Result;
 
 #[derive(Debug, Clone, Copy)]
@@ -56,15 +57,26 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
     let heads = model.num_attention_heads as u64;
     let seq = config.data.seq_len as u64;
     // Per token and layer: norms and residuals (~14 h), k/v before and after RoPE, the SwiGLU
-    // branch (gate, up, activation, product, ~5 I) and the attention scores, mask and softmax.
-    let per_layer = 14 * h + 3 * kv + 5 * i + 3 * heads * seq;
+    // branch (gate, up, activation, product, ~5 I) and, per head, the softmax's exponentials
+    // and its output (the mask is added in place).
+    let per_layer = 14 * h + 3 * kv + 5 * i + 2 * heads * seq;
     // Logits, log-softmax and their gradient dominate the head.
     let per_token = per_layer * model.num_hidden_layers as u64 + 3 * v + 3 * h;
-    let tokens = config.train.micro_batch_size as u64 * seq;
     let cpu = matches!(
         config.backend,
         BackendKind::Cpu | BackendKind::Flex | BackendKind::Ndarray
     );
+    let rows = config.train.micro_batch_size;
+    // A CPU rank trains a micro-batch in parts, as many at once as it has threads (this
+    // process's pool: the check runs where the run will); a GPU takes it whole.
+    let in_flight = match cpu {
+        true => {
+            let parts = cpu_parts(rows, config.data.seq_len);
+            rows.div_ceil(parts) * parts.min(rayon::current_num_threads())
+        }
+        false => rows,
+    };
+    let tokens = in_flight.min(rows) as u64 * seq;
     let sharded = config.dist.shard_optimizer;
     let optimizer = match sharded {
         // Each rank's block, padding included, of f32 moments.

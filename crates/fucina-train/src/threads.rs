@@ -13,14 +13,26 @@ use fucina_data::Batch;
 use fucina_model::Llama;
 use rayon::prelude::*;
 
+/// Tokens per part on a CPU: measured on the `mini` model (8 × 256 tokens per micro-batch), one
+/// thread trains 15 % faster in parts of 512–1,024 tokens than in one piece (the SwiGLU
+/// intermediates of a part fit the core's L2 cache; each part's graph is freed before the next).
+const CPU_PART_TOKENS: usize = 1024;
+
+/// How many parts a CPU rank splits a micro-batch of `rows` sequences into: one per thread at
+/// least, and none above `CPU_PART_TOKENS`. GPU backends take the micro-batch whole (1).
+pub fn cpu_parts(rows: usize, seq_len: usize) -> usize {
+    let by_size = (rows * seq_len).div_ceil(CPU_PART_TOKENS);
+    rayon::current_num_threads().max(by_size).min(rows).max(1)
+}
+
 /// Accumulates into `grads` the gradient of the micro-batch's loss share (÷ `accum`) and
-/// returns that loss. `rows` sequences, `scale` as for `micro_loss`; `poison` turns the loss
-/// into NaN (the fault injection of the non-finite tests).
+/// returns that loss. `rows` sequences in `parts` (see `cpu_parts`), `scale` as for
+/// `micro_loss`; `poison` turns the loss into NaN (the fault injection of the non-finite tests).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward<B: AutodiffBackend>(
     model: &Llama<B>,
     batch: &Batch,
-    rows: usize,
+    (rows, parts): (usize, usize),
     scale: f64,
     accum: usize,
     poison: bool,
@@ -31,7 +43,6 @@ pub fn forward_backward<B: AutodiffBackend>(
         true => loss.mul_scalar(f64::NAN),
         false => loss,
     };
-    let parts = rayon::current_num_threads().min(rows).max(1);
     if parts == 1 {
         let loss = poisoned(micro_loss(model, batch, rows, scale, device));
         let value = loss.clone().into_scalar().elem::<f64>();

@@ -9,7 +9,7 @@ use crate::data::{self, RunData};
 use crate::loss::{eval_sums, step_scale};
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::learning_rate;
-use crate::threads::forward_backward;
+use crate::threads::{cpu_parts, forward_backward};
 use crate::update::Updater;
 use crate::watchdog::{self, Watchdog};
 use crate::{generate, plot};
@@ -297,10 +297,15 @@ fn run<B: AutodiffBackend>(
         }
         let scale = step_scale(comm.size(), accum, loader.step_loss_targets(step));
         let poison = nan_steps.contains(&(step + 1));
+        let parts = match config.backend.is_cpu() {
+            true => cpu_parts(rows, config.data.seq_len),
+            false => 1,
+        };
         for micro in 0..accum {
             let batch = loader.micro_batch(step, micro);
             let acc = &mut accumulator;
-            loss_sum += forward_backward(&model, &batch, rows, scale, accum, poison, acc, device);
+            let split = (rows, parts);
+            loss_sum += forward_backward(&model, &batch, split, scale, accum, poison, acc, device);
         }
         watchdog.enter("gradient all-reduce", step + 1);
         let mut sync = updater.sync(&model, accumulator.grads(), comm)?;
