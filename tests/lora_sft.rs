@@ -3,17 +3,13 @@
 //! follow the 1-rank run of the same global batch.
 #![cfg(feature = "mpi")]
 
+mod common;
+use common::check;
 use fucina_dist::mpirun_command;
 use std::path::Path;
 use std::process::{Command, Output};
 
 const EXE: &str = env!("CARGO_BIN_EXE_fucina");
-
-fn check(out: &Output, what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{what} failed:\n{stderr}");
-    stderr
-}
 
 /// Conversations of varied length, so rows hold different numbers of assistant tokens and a
 /// per-micro-batch mean would differ from the per-token mean over the global batch.

@@ -2,6 +2,8 @@
 //! losses, replicas stay bit-identical, and a rank with a different config stops the job.
 #![cfg(feature = "mpi")]
 
+mod common;
+use common::{check, losses};
 use fucina_dist::mpirun_command;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -41,22 +43,6 @@ bucket_mb = 0.013
     );
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
-}
-
-fn check(out: &Output, what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{what} failed:\n{stderr}");
-    stderr
-}
-
-/// Training losses of a run, read back from its metrics file.
-fn losses(run_dir: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["kind"] == "train")
-        .map(|e| e["loss"].as_f64().unwrap())
-        .collect()
 }
 
 fn train(np: usize, config: &str, out_dir: &Path, extra: &[&str]) -> Output {

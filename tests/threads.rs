@@ -1,19 +1,12 @@
 //! A rank spreads each micro-batch's rows over its threads (`fucina_train::threads`): the run
 //! must not depend on how many there are, including an uneven split (4 rows over 3 threads).
 
+mod common;
+use common::losses;
 use std::path::Path;
 use std::process::Command;
 
 const EXE: &str = env!("CARGO_BIN_EXE_fucina");
-
-fn losses(run_dir: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["kind"] == "train")
-        .map(|e| e["loss"].as_f64().unwrap())
-        .collect()
-}
 
 fn run(dir: &Path, threads: usize) -> Vec<f64> {
     let config = dir.join("run.toml");

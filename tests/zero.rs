@@ -4,11 +4,14 @@
 //! of optimizer.
 #![cfg(feature = "mpi")]
 
+mod common;
+use common::{check, step_losses as losses};
 use fucina_dist::mpirun_command;
 use std::path::Path;
 use std::process::{Command, Output};
 
 const EXE: &str = env!("CARGO_BIN_EXE_fucina");
+
 const SHARD: &[&str] = &["--set", "dist.shard_optimizer=true"];
 
 /// 12 sequences per step: divisible by 1, 2 and 3 ranks × micro-batches of 2.
@@ -53,22 +56,6 @@ fn train(np: usize, config: &str, out_dir: &Path, extra: &[&str]) -> Output {
     command
         .output()
         .expect("mpirun is installed (scripts/setup.sh installs Open MPI)")
-}
-
-fn check(out: &Output, what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{what} failed:\n{stderr}");
-    stderr
-}
-
-/// Training losses of a run (null for a skipped step), read back from its metrics file.
-fn losses(run_dir: &Path) -> Vec<Option<f64>> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["kind"] == "train")
-        .map(|e| e["loss"].as_f64())
-        .collect()
 }
 
 fn assert_close(a: &[Option<f64>], b: &[Option<f64>], what: &str) {

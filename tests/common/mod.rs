@@ -1,0 +1,28 @@
+//! Helpers shared by the root tests that run the `fucina` binary.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Output;
+
+/// The stderr of a command that must have succeeded.
+pub fn check(out: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{what} failed:\n{stderr}");
+    stderr
+}
+
+/// Training losses of a run (`None` for a skipped step), read back from its metrics file.
+pub fn step_losses(run_dir: &Path) -> Vec<Option<f64>> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "train")
+        .map(|e| e["loss"].as_f64())
+        .collect()
+}
+
+/// Training losses of a run in which no step was skipped.
+pub fn losses(run_dir: &Path) -> Vec<f64> {
+    let losses = step_losses(run_dir).into_iter();
+    losses.map(|l| l.expect("no skipped step")).collect()
+}
