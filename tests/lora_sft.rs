@@ -4,10 +4,9 @@
 #![cfg(feature = "mpi")]
 
 mod common;
-use common::check;
-use fucina_dist::mpirun_command;
+use common::{check, train};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const EXE: &str = env!("CARGO_BIN_EXE_fucina");
 
@@ -79,17 +78,6 @@ fn metrics(run_dir: &Path, kind: &str, field: &str) -> Vec<f64> {
         .collect()
 }
 
-fn train(np: usize, config: &str, out_dir: &Path) -> Output {
-    let mut command = if np == 1 {
-        Command::new(EXE)
-    } else {
-        mpirun_command(np, EXE)
-    };
-    let out_dir = format!("out_dir={}", out_dir.display());
-    command.args(["train", config, "--sample-tokens", "0", "--set", &out_dir]);
-    command.output().expect("mpirun is installed")
-}
-
 #[test]
 fn lora_sft_on_two_and_three_ranks_equals_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -120,7 +108,7 @@ fn lora_sft_on_two_and_three_ranks_equals_one() {
     let mut runs = Vec::new();
     for np in [1, 2, 3] {
         let dir = tmp.path().join(format!("np{np}"));
-        let stderr = check(&train(np, &config, &dir), &format!("{np} ranks"));
+        let stderr = check(&train(np, &config, &dir, &[]), &format!("{np} ranks"));
         if np > 1 {
             assert!(
                 stderr.contains(&format!("replicas identical on {np} ranks")),

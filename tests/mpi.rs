@@ -3,10 +3,9 @@
 #![cfg(feature = "mpi")]
 
 mod common;
-use common::{check, losses};
+use common::{check, losses, train};
 use fucina_dist::mpirun_command;
 use std::path::Path;
-use std::process::{Command, Output};
 
 const EXE: &str = env!("CARGO_BIN_EXE_fucina");
 
@@ -43,21 +42,6 @@ bucket_mb = 0.013
     );
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
-}
-
-fn train(np: usize, config: &str, out_dir: &Path, extra: &[&str]) -> Output {
-    let mut command = if np == 1 {
-        Command::new(EXE)
-    } else {
-        mpirun_command(np, EXE)
-    };
-    let out_dir = format!("out_dir={}", out_dir.display());
-    command
-        .args(["train", config, "--sample-tokens", "0", "--set", &out_dir])
-        .args(extra);
-    command
-        .output()
-        .expect("mpirun is installed (scripts/setup.sh installs Open MPI)")
 }
 
 fn assert_close(a: &[f64], b: &[f64], what: &str) {

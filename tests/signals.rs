@@ -2,12 +2,10 @@
 //! code 75; the resumed run ends with weights bit-identical to an uninterrupted run's.
 #![cfg(feature = "mpi")]
 
-use fucina_dist::mpirun_command;
+mod common;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const EXE: &str = env!("CARGO_BIN_EXE_fucina");
 
 fn write_config(dir: &Path) -> String {
     let path = dir.join("run.toml");
@@ -33,15 +31,8 @@ every = 1000
 }
 
 fn train(np: usize, config: &str, out: &Path, extra: &[&str]) -> Command {
-    let mut command = if np == 1 {
-        Command::new(EXE)
-    } else {
-        mpirun_command(np, EXE)
-    };
-    let out_dir = format!("out_dir={}", out.display());
+    let mut command = common::train_command(np, config, out, extra);
     command
-        .args(["train", config, "--sample-tokens", "0", "--set", &out_dir])
-        .args(extra)
         .env("RAYON_NUM_THREADS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

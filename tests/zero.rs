@@ -5,7 +5,7 @@
 #![cfg(feature = "mpi")]
 
 mod common;
-use common::{check, step_losses as losses};
+use common::{check, output, step_losses as losses, train_command};
 use fucina_dist::mpirun_command;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -43,19 +43,9 @@ keep = 0
 }
 
 fn train(np: usize, config: &str, out_dir: &Path, extra: &[&str]) -> Output {
-    let mut command = if np == 1 {
-        Command::new(EXE)
-    } else {
-        mpirun_command(np, EXE)
-    };
-    let out_dir = format!("out_dir={}", out_dir.display());
-    command
-        .args(["train", config, "--sample-tokens", "0", "--set", &out_dir])
-        .args(extra)
-        .env("RAYON_NUM_THREADS", "1");
-    command
-        .output()
-        .expect("mpirun is installed (scripts/setup.sh installs Open MPI)")
+    let mut command = train_command(np, config, out_dir, extra);
+    command.env("RAYON_NUM_THREADS", "1");
+    output(command)
 }
 
 fn assert_close(a: &[Option<f64>], b: &[Option<f64>], what: &str) {

@@ -1,8 +1,37 @@
 //! Helpers shared by the root tests that run the `fucina` binary.
 #![allow(dead_code)]
 
+use fucina_dist::mpirun_command;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
+
+const EXE: &str = env!("CARGO_BIN_EXE_fucina");
+
+/// `fucina train CONFIG` on `np` ranks (under mpirun above one), into `out_dir`, no sample.
+pub fn train_command(np: usize, config: &str, out_dir: &Path, extra: &[&str]) -> Command {
+    let mut command = if np == 1 {
+        Command::new(EXE)
+    } else {
+        mpirun_command(np, EXE)
+    };
+    let out_dir = format!("out_dir={}", out_dir.display());
+    command
+        .args(["train", config, "--sample-tokens", "0", "--set", &out_dir])
+        .args(extra);
+    command
+}
+
+/// Runs `command` to its end.
+pub fn output(mut command: Command) -> Output {
+    command
+        .output()
+        .expect("mpirun is installed (scripts/setup.sh installs Open MPI)")
+}
+
+/// `train_command`, run to its end.
+pub fn train(np: usize, config: &str, out_dir: &Path, extra: &[&str]) -> Output {
+    output(train_command(np, config, out_dir, extra))
+}
 
 /// The stderr of a command that must have succeeded.
 pub fn check(out: &Output, what: &str) -> String {
