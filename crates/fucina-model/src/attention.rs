@@ -1,10 +1,9 @@
 //! Causal self-attention with grouped-query heads (Llama, Mistral).
 
 use crate::lora::{project, Lora};
-use crate::{config::LlamaConfig, rope::Rope};
+use crate::{config::LlamaConfig, fused, rope::Rope};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -91,23 +90,7 @@ impl<B: Backend> Attention<B> {
 }
 
 /// softmax(q·kᵀ + causal mask)·v for q, k, v of [batch, heads, seq, head_dim], q already scaled.
-/// Written out rather than burn's `attention`, whose autodiff fallback scales the scores in a
-/// pass of its own and masks them with a bool tensor broadcast element by element: here the
-/// mask is one additive row shared by every (batch, head), which the CPU backend adds with SIMD
-/// in place.
+/// The mask is applied inside the fused softmax: masked scores are never written.
 fn causal_attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [batch, heads, seq, _] = q.dims();
-    let device = q.device();
-    let mask: Vec<f32> = (0..seq * seq)
-        .map(|i| match i % seq > i / seq {
-            true => f32::NEG_INFINITY,
-            false => 0.0,
-        })
-        .collect();
-    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [1, seq * seq]), &device);
-    let scores = q
-        .matmul(k.swap_dims(2, 3))
-        .reshape([batch * heads, seq * seq])
-        + mask;
-    softmax(scores.reshape([batch, heads, seq, seq]), 3).matmul(v)
+    fused::causal_softmax(q.matmul(k.swap_dims(2, 3))).matmul(v)
 }

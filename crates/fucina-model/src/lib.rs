@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod fused;
 pub mod hf;
 pub mod lora;
 pub mod mlp;

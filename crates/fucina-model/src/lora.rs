@@ -122,10 +122,10 @@ impl<B: Backend> Lora<B> {
         }
     }
 
-    /// The adapter's contribution for `x`: [batch, seq, in] → [batch, seq, out].
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let a = self.lora_a.val().unsqueeze::<3>();
-        let b = self.lora_b.val().unsqueeze::<3>();
+    /// The adapter's contribution for `x`: [..., in] → [..., out].
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let a = self.lora_a.val().unsqueeze::<D>();
+        let b = self.lora_b.val().unsqueeze::<D>();
         self.dropout
             .forward(x)
             .matmul(a)
@@ -168,10 +168,17 @@ pub fn project<B: Backend>(
     lora: &Option<Lora<B>>,
     x: Tensor<B, 3>,
 ) -> Tensor<B, 3> {
-    match lora {
+    // One [batch·seq, in] gemm: a [batch, seq, in] input would be a batch of gemms that
+    // repack the weight per row and, backwards, sum per-row weight gradients in a pass of
+    // their own.
+    let [batch, seq, d_in] = x.dims();
+    let x = x.reshape([batch * seq, d_in]);
+    let y = match lora {
         Some(adapter) => base.forward(x.clone()) + adapter.forward(x),
         None => base.forward(x),
-    }
+    };
+    let d_out = y.dims()[1];
+    y.reshape([batch, seq, d_out])
 }
 
 fn adapter<B: Backend>(

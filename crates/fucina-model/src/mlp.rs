@@ -1,10 +1,9 @@
 //! SwiGLU feed-forward: down(silu(gate(x)) * up(x)), no biases.
 
 use crate::lora::{project, Lora};
-use crate::{attention::linear, config::LlamaConfig};
+use crate::{attention::linear, config::LlamaConfig, fused};
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -34,8 +33,8 @@ impl<B: Backend> Mlp<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(project(&self.gate_proj, &self.gate_lora, x.clone()));
+        let gate = project(&self.gate_proj, &self.gate_lora, x.clone());
         let up = project(&self.up_proj, &self.up_lora, x);
-        project(&self.down_proj, &self.down_lora, gate * up)
+        project(&self.down_proj, &self.down_lora, fused::swiglu(gate, up))
     }
 }

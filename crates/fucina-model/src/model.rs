@@ -1,10 +1,10 @@
 //! The Llama-family decoder. Field names follow Hugging Face's module tree so that checkpoint
 //! names map one-to-one (`layers.3.self_attn.q_proj`, `embed_tokens`, `lm_head`, ...).
 
-use crate::{attention::linear, attention::Attention, config::LlamaConfig, mlp::Mlp, rope::Rope};
+use crate::rope::Rope;
+use crate::{attention::linear, attention::Attention, config::LlamaConfig, fused, mlp::Mlp};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
@@ -33,8 +33,8 @@ impl<B: Backend> Block<B> {
         let x = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), rope, start);
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+                .forward(norm(&self.input_layernorm, x), rope, start);
+        x.clone() + self.mlp.forward(norm(&self.post_attention_layernorm, x))
     }
 }
 
@@ -85,14 +85,15 @@ impl<B: Backend> Llama<B> {
         for layer in &self.layers {
             x = layer.forward(x, &self.rope, 0);
         }
-        let x = self.norm.forward(x);
-        match &self.lm_head {
+        let [batch, seq, hidden] = x.dims();
+        // One [batch·seq, hidden] gemm rather than a batch of per-row ones (see `project`).
+        let x = norm(&self.norm, x).reshape([batch * seq, hidden]);
+        let logits = match &self.lm_head {
             Some(head) => head.forward(x),
-            None => {
-                let weight = self.embed_tokens.weight.val().transpose().unsqueeze::<3>();
-                x.matmul(weight)
-            }
-        }
+            None => x.matmul(self.embed_tokens.weight.val().transpose()),
+        };
+        let vocab = logits.dims()[1];
+        logits.reshape([batch, seq, vocab])
     }
 
     /// Mean next-token cross-entropy; `targets` has the shape of `tokens`.
@@ -104,7 +105,15 @@ impl<B: Backend> Llama<B> {
 /// Mean of -log softmax(logits)[target] over every position.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [batch, seq, vocab] = logits.dims();
-    let log_probs = log_softmax(logits.reshape([batch * seq, vocab]), 1);
-    let picked = log_probs.gather(1, targets.reshape([batch * seq, 1]));
-    picked.mean().neg()
+    fused::nll(
+        logits.reshape([batch * seq, vocab]),
+        targets.reshape([batch * seq]),
+    )
+    .mean()
+}
+
+/// burn's `RmsNorm` module holds the weights (and names them as checkpoints expect); the
+/// arithmetic is the fused kernel's.
+fn norm<B: Backend>(norm: &RmsNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    fused::rms_norm(x, norm.gamma.val(), norm.epsilon)
 }

@@ -4,9 +4,8 @@
 //! micro-batches and ranks (per-micro-batch means would over-weight short replies).
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use fucina_data::Batch;
-use fucina_model::Llama;
+use fucina_model::{fused, Llama};
 
 pub fn tokens_to_tensor<B: Backend>(
     tokens: &[u32],
@@ -30,11 +29,10 @@ fn masked_nll_sum<B: Backend>(
     let targets = tokens_to_tensor::<B>(&batch.targets, rows, device);
     let logits = model.forward(inputs);
     let [b, s, v] = logits.dims();
-    let log_probs = log_softmax(logits.reshape([b * s, v]), 1);
-    let picked = log_probs.gather(1, targets.reshape([b * s, 1]));
+    let nll = fused::nll(logits.reshape([b * s, v]), targets.reshape([b * s]));
     let weights: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
-    let weights = Tensor::<B, 2>::from_data(TensorData::new(weights, [b * s, 1]), device);
-    (picked * weights).sum().neg()
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [b * s]), device);
+    (nll * weights).sum()
 }
 
 /// The micro-batch's share of the step loss. `scale` is `world × accum / global targets`

@@ -1,0 +1,76 @@
+//! The step's element-wise work as single operations: causal softmax, SwiGLU, RMSNorm and the
+//! per-row negative log-likelihood. On the Flex CPU backend each runs as one fused kernel
+//! forward and one backward (see `kernels`); burn composes them from 5–10 operations, each a
+//! pass over memory with its own backward. Every other backend gets that composition
+//! (`reference`), which the tests also use to check the fused kernels.
+
+#[cfg(feature = "flex")]
+mod flex;
+#[cfg(feature = "flex")]
+pub mod kernels;
+pub mod reference;
+
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+
+fn float<B: Backend, const D: usize>(x: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    x.into_primitive().tensor()
+}
+
+fn tensor<B: Backend, const D: usize>(x: B::FloatTensorPrimitive) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(x))
+}
+
+/// softmax over the last dimension of `scores` [.., q, k], where query `i` sees keys
+/// `0..=i + k − q` only (the rest get probability 0).
+pub fn causal_softmax<B: Backend, const D: usize>(scores: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let scores = match flex::causal_softmax::<B>(float(scores)) {
+        Ok(y) => return tensor(y),
+        Err(x) => tensor(x),
+    };
+    reference::causal_softmax(scores)
+}
+
+/// silu(gate) ⊙ up.
+pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let (gate, up) = match flex::swiglu::<B>(float(gate), float(up)) {
+        Ok(y) => return tensor(y),
+        Err((g, u)) => (tensor(g), tensor(u)),
+    };
+    reference::swiglu(gate, up)
+}
+
+/// x / √(mean(x²) + eps) ⊙ gamma over the last dimension.
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let (x, gamma) = match flex::rms_norm::<B>(float(x), float(gamma), eps as f32) {
+        Ok(y) => return tensor(y),
+        Err((x, g)) => (tensor(x), tensor(g)),
+    };
+    reference::rms_norm(x, gamma, eps)
+}
+
+/// −log softmax(logits)[target] for each row of `logits` [rows, vocab].
+pub fn nll<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    // The targets come to the host only on the CPU backend: elsewhere that would be a sync.
+    #[cfg(feature = "flex")]
+    let logits = match flex::is_flex::<B>() {
+        true => {
+            let ids: Vec<usize> = (targets.to_data().convert::<i64>().iter::<i64>())
+                .map(|t| usize::try_from(t).unwrap_or(usize::MAX))
+                .collect();
+            match flex::nll::<B>(float(logits), &ids) {
+                Ok(y) => return tensor(y),
+                Err(x) => tensor(x),
+            }
+        }
+        false => logits,
+    };
+    reference::nll(logits, targets)
+}

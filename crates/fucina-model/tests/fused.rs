@@ -1,0 +1,164 @@
+//! The fused CPU kernels against burn's composed operations (`fused::reference`) on the same
+//! autodiff backend: outputs and the gradients of a weighted sum of them.
+#![cfg(feature = "flex")]
+
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use fucina_model::fused::{self, kernels, reference};
+
+type Ad = Autodiff<Flex>;
+
+fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Ad, D> {
+    <Ad as Backend>::seed(&Default::default(), seed);
+    Tensor::random(shape, Distribution::Normal(0.0, 2.0), &Default::default()).require_grad()
+}
+
+fn values<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+fn assert_close(what: &str, got: Vec<f32>, want: Vec<f32>, tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs() / scale)
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= tol,
+        "{what}: max error {worst:e} of the largest value (tolerance {tol:e})"
+    );
+}
+
+/// Compares `fused` and `reference` of one input list on output and input gradients.
+fn check<const D: usize, const E: usize>(
+    what: &str,
+    inputs: Vec<Tensor<Ad, D>>,
+    fused: impl Fn(Vec<Tensor<Ad, D>>) -> Tensor<Ad, E>,
+    reference: impl Fn(Vec<Tensor<Ad, D>>) -> Tensor<Ad, E>,
+) {
+    let run = |f: &dyn Fn(Vec<Tensor<Ad, D>>) -> Tensor<Ad, E>| {
+        let leaves: Vec<_> = inputs
+            .iter()
+            .map(|t| t.clone().detach().require_grad())
+            .collect();
+        let out = f(leaves.clone());
+        // A weighted sum, so each output element's gradient differs.
+        let weights =
+            Tensor::<Ad, E>::random(out.dims(), Distribution::Default, &Default::default());
+        let grads = (out.clone() * weights).sum().backward();
+        let grads: Vec<_> = leaves
+            .iter()
+            .map(|l| values(l.grad(&grads).unwrap()))
+            .collect();
+        (values(out.inner()), grads)
+    };
+    <Ad as Backend>::seed(&Default::default(), 7);
+    let (out, grads) = run(&fused);
+    <Ad as Backend>::seed(&Default::default(), 7);
+    let (want_out, want_grads) = run(&reference);
+    assert_close(&format!("{what} output"), out, want_out, 1e-5);
+    for (i, (g, w)) in grads.into_iter().zip(want_grads).enumerate() {
+        assert_close(&format!("{what} gradient {i}"), g, w, 1e-5);
+    }
+}
+
+#[test]
+fn causal_softmax_square_and_offset() {
+    for (q, k) in [(17, 17), (5, 21), (1, 3), (33, 33)] {
+        check(
+            &format!("causal softmax {q}x{k}"),
+            vec![random([2, 3, q, k], 1)],
+            |x| fused::causal_softmax(x[0].clone()),
+            |x| reference::causal_softmax(x[0].clone()),
+        );
+    }
+}
+
+#[test]
+fn swiglu_matches() {
+    check(
+        "swiglu",
+        vec![random([3, 5, 37], 2), random([3, 5, 37], 3)],
+        |x| fused::swiglu(x[0].clone(), x[1].clone()),
+        |x| reference::swiglu(x[0].clone(), x[1].clone()),
+    );
+}
+
+#[test]
+fn rms_norm_matches() {
+    let gamma = random([40], 5);
+    let fused_gamma = gamma.clone();
+    // gamma enters as a second leaf of another rank: compare its gradient separately.
+    check(
+        "rms norm (x)",
+        vec![random([2, 7, 40], 4)],
+        |x| fused::rms_norm(x[0].clone(), fused_gamma.clone(), 1e-5),
+        |x| reference::rms_norm(x[0].clone(), gamma.clone(), 1e-5),
+    );
+    let x = random([2, 7, 40], 4);
+    check(
+        "rms norm (gamma)",
+        vec![random([40], 5)],
+        |g| fused::rms_norm(x.clone(), g[0].clone(), 1e-5),
+        |g| reference::rms_norm(x.clone(), g[0].clone(), 1e-5),
+    );
+}
+
+#[test]
+fn nll_matches() {
+    let targets: Vec<i64> = (0..23).map(|i| (i * 37 % 101) as i64).collect();
+    let targets = || {
+        Tensor::<Ad, 1, Int>::from_data(TensorData::new(targets.clone(), [23]), &Default::default())
+    };
+    check(
+        "nll",
+        vec![random([23, 101], 6)],
+        |x| fused::nll(x[0].clone(), targets()),
+        |x| reference::nll(x[0].clone(), targets()),
+    );
+}
+
+#[test]
+fn forward_only_backend_matches_too() {
+    let x = random([2, 2, 9, 9], 8).inner();
+    let got = values(fused::causal_softmax(x.clone()));
+    let want = values(reference::causal_softmax(x));
+    assert_close("causal softmax without autodiff", got, want, 1e-6);
+}
+
+#[test]
+#[should_panic(expected = "outside the model's vocabulary")]
+fn nll_rejects_targets_outside_the_vocabulary() {
+    let logits = random([2, 5], 9);
+    let targets =
+        Tensor::<Ad, 1, Int>::from_data(TensorData::new(vec![1i64, 5], [2]), &Default::default());
+    fused::nll(logits, targets);
+}
+
+#[test]
+fn exp_is_accurate_and_keeps_nan_and_limits() {
+    let mut worst = 0f64;
+    for i in -873_000..=883_000 {
+        let x = i as f32 * 1e-4;
+        let (got, want) = (kernels::exp(x) as f64, (x as f64).exp());
+        worst = worst.max((got - want).abs() / want);
+    }
+    assert!(worst < 1e-6, "relative error {worst:e}");
+    assert_eq!(kernels::exp(f32::NEG_INFINITY), 0.0);
+    assert_eq!(kernels::exp(-200.0), 0.0);
+    assert!(kernels::exp(f32::NAN).is_nan());
+}
+
+#[test]
+fn a_nan_score_reaches_the_softmax_output() {
+    let mut scores = vec![0.5f32; 16];
+    scores[5] = f32::NAN;
+    kernels::causal_softmax(&mut scores, 4, 4);
+    assert!(
+        scores[4..8].iter().take(2).any(|v| v.is_nan()),
+        "{scores:?}"
+    );
+}
