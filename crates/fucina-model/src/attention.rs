@@ -67,30 +67,8 @@ impl<B: Backend> Attention<B> {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let q = rope.apply_scaled(heads(q, self.n_heads), start, scale);
         let k = rope.apply(heads(k, self.n_kv_heads), start);
-        let v = heads(v, self.n_kv_heads).swap_dims(1, 2);
-        let (k, v) = (self.repeat_kv(k.swap_dims(1, 2)), self.repeat_kv(v));
-        let out = causal_attention(q.swap_dims(1, 2), k, v);
-        let out = out
-            .swap_dims(1, 2)
-            .reshape([batch, seq, self.n_heads * self.head_dim]);
+        let v = heads(v, self.n_kv_heads);
+        let out = fused::attention(q, k, v).reshape([batch, seq, self.n_heads * self.head_dim]);
         project(&self.o_proj, &self.o_lora, out)
     }
-
-    /// Shares each key/value head among `n_heads / n_kv_heads` query heads.
-    fn repeat_kv(&self, t: Tensor<B, 4>) -> Tensor<B, 4> {
-        let groups = self.n_heads / self.n_kv_heads;
-        if groups == 1 {
-            return t;
-        }
-        let [batch, kv, seq, hd] = t.dims();
-        t.unsqueeze_dim::<5>(2)
-            .expand([batch, kv, groups, seq, hd])
-            .reshape([batch, kv * groups, seq, hd])
-    }
-}
-
-/// softmax(q·kᵀ + causal mask)·v for q, k, v of [batch, heads, seq, head_dim], q already scaled.
-/// The mask is applied inside the fused softmax: masked scores are never written.
-fn causal_attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
-    fused::causal_softmax(q.matmul(k.swap_dims(2, 3))).matmul(v)
 }

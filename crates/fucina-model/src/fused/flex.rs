@@ -2,7 +2,7 @@
 //! generic backend's primitive and hands it back untouched when the backend is another one
 //! (or the dtype is not f32), so the caller falls back to burn's composite operations.
 
-use super::kernels;
+use super::{attention as host, kernels};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
@@ -290,5 +290,104 @@ pub(super) fn rms_norm<B: Backend>(
             }))
         }
         (x, gamma) => Err((unclassify(x), unclassify(gamma))),
+    }
+}
+
+// ---- attention ------------------------------------------------------------------------------
+
+fn attention_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<host::Shape> {
+    let (dq, dk) = (dims(q), dims(k));
+    let fits = dq.len() == 4
+        && dk == dims(v)
+        && dk.len() == 4
+        && (dq[0], dq[1], dq[3]) == (dk[0], dk[1], dk[3])
+        && dk[2] > 0
+        && dq[2] % dk[2] == 0;
+    fits.then(|| host::Shape {
+        batch: dq[0],
+        seq: dq[1],
+        heads: dq[2],
+        kv_heads: dk[2],
+        dim: dq[3],
+    })
+}
+
+fn attention_forward(
+    s: host::Shape,
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+) -> (FlexTensor, FlexTensor) {
+    let (mut out, mut probs) = (vec![0.0; s.q_len()], vec![0.0; s.probs_len()]);
+    host::forward(s, f32s(q), f32s(k), f32s(v), &mut out, &mut probs);
+    let probs = from_vec(probs, Shape::new([s.batch, s.heads, s.seq, s.seq]));
+    (from_vec(out, q.shape()), probs)
+}
+
+#[derive(Debug)]
+struct Attention;
+
+impl Backward<Flex, 3> for Attention {
+    type State = (host::Shape, [FlexTensor; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (s, [q, k, v, probs]) = ops.state;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (mut dq, mut dk, mut dv) = (
+            vec![0.0; s.q_len()],
+            vec![0.0; s.kv_len()],
+            vec![0.0; s.kv_len()],
+        );
+        let inputs = (f32s(&q), f32s(&k), f32s(&v), f32s(&probs));
+        host::backward(s, inputs, f32s(&grad), &mut dq, &mut dk, &mut dv);
+        let [nq, nk, nv] = ops.parents;
+        for (node, d, shape) in [
+            (nq, dq, q.shape()),
+            (nk, dk, k.shape()),
+            (nv, dv, v.shape()),
+        ] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, from_vec(d, shape));
+            }
+        }
+    }
+}
+
+type Three<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+pub(super) fn attention<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+) -> Result<FloatTensor<B>, Three<B>> {
+    match (classify::<B>(q), classify::<B>(k), classify::<B>(v)) {
+        (Flexible::Plain(q), Flexible::Plain(k), Flexible::Plain(v)) => {
+            let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
+            match attention_shape(&q, &k, &v) {
+                Some(s) => Ok(back::<B, _>(attention_forward(s, &q, &k, &v).0)),
+                None => Err((back::<B, _>(q), back::<B, _>(k), back::<B, _>(v))),
+            }
+        }
+        (Flexible::Tracked(q), Flexible::Tracked(k), Flexible::Tracked(v)) => {
+            let (qs, ks, vs) = (
+                q.primitive.to_contiguous(),
+                k.primitive.to_contiguous(),
+                v.primitive.to_contiguous(),
+            );
+            let Some(s) = attention_shape(&qs, &ks, &vs) else {
+                return Err((back::<B, _>(q), back::<B, _>(k), back::<B, _>(v)));
+            };
+            let prep = Attention.prepare::<NoCheckpointing>([
+                q.node.clone(),
+                k.node.clone(),
+                v.node.clone(),
+            ]);
+            let (out, probs) = attention_forward(s, &qs, &ks, &vs);
+            Ok(back::<B, _>(match prep.compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish((s, [qs, ks, vs, probs]), out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            }))
+        }
+        (q, k, v) => Err((unclassify(q), unclassify(k), unclassify(v))),
     }
 }

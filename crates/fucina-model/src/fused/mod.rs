@@ -5,6 +5,8 @@
 //! (`reference`), which the tests also use to check the fused kernels.
 
 #[cfg(feature = "flex")]
+mod attention;
+#[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
 pub mod kernels;
@@ -30,6 +32,18 @@ pub fn causal_softmax<B: Backend, const D: usize>(scores: Tensor<B, D>) -> Tenso
         Err(x) => tensor(x),
     };
     reference::causal_softmax(scores)
+}
+
+/// Causal attention over q [batch, seq, heads, head_dim] (already scaled by 1/√head_dim) and
+/// k, v [batch, seq, kv_heads, head_dim]; each key/value head serves `heads / kv_heads` query
+/// heads. Returns [batch, seq, heads, head_dim].
+pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let (q, k, v) = match flex::attention::<B>(float(q), float(k), float(v)) {
+        Ok(y) => return tensor(y),
+        Err((q, k, v)) => (tensor(q), tensor(k), tensor(v)),
+    };
+    reference::attention(q, k, v)
 }
 
 /// silu(gate) ⊙ up.

@@ -4,6 +4,29 @@
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, silu, softmax};
 
+pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+    let groups = q.dims()[2] / k.dims()[2];
+    // [batch, heads, seq, dim], each key/value head repeated for the query heads it serves.
+    let repeat = |t: Tensor<B, 4>| {
+        let [batch, kv, seq, dim] = t.dims();
+        match groups {
+            1 => t,
+            _ => t
+                .unsqueeze_dim::<5>(2)
+                .expand([batch, kv, groups, seq, dim])
+                .reshape([batch, kv * groups, seq, dim]),
+        }
+    };
+    let (q, k, v) = (
+        q.swap_dims(1, 2),
+        repeat(k.swap_dims(1, 2)),
+        repeat(v.swap_dims(1, 2)),
+    );
+    causal_softmax(q.matmul(k.swap_dims(2, 3)))
+        .matmul(v)
+        .swap_dims(1, 2)
+}
+
 pub fn causal_softmax<B: Backend, const D: usize>(scores: Tensor<B, D>) -> Tensor<B, D> {
     let dims = scores.dims();
     let (q, k) = (dims[D - 2], dims[D - 1]);
