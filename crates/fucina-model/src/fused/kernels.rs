@@ -45,7 +45,7 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Adding 1.5·2²³ rounds to the nearest integer and leaves it in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
-    let c = x.max(-87.3).min(88.3);
+    let c = x.clamp(-87.3, 88.3);
     let t = c * LOG2E + ROUND;
     let n = t - ROUND;
     let r = c - n * LN2_HI - n * LN2_LO;
@@ -56,7 +56,8 @@ pub fn exp(x: f32) -> f32 {
     let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let scale = f32::from_bits((n.wrapping_add(127) << 23) as u32);
     let y = p * scale;
-    // `max`/`min` drop NaN, so NaN is put back; −∞ and other very negative x give 0.
+    // NaN in, NaN out (the bit arithmetic above would not keep it); −∞ and other very
+    // negative x give 0.
     if x.is_nan() {
         x
     } else if x < -87.3 {
