@@ -56,16 +56,25 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
     let kv = (model.kv_heads() * model.head_dim()) as u64;
     let heads = model.num_attention_heads as u64;
     let seq = config.data.seq_len as u64;
-    // Per token and layer: norms and residuals (~14 h), k/v before and after RoPE, the SwiGLU
-    // branch (gate, up, activation, product, ~5 I) and, per head, the softmax's exponentials
-    // and its output (the mask is added in place).
-    let per_layer = 14 * h + 3 * kv + 5 * i + 2 * heads * seq;
-    // Logits, log-softmax and their gradient dominate the head.
-    let per_token = per_layer * model.num_hidden_layers as u64 + 3 * v + 3 * h;
     let cpu = matches!(
         config.backend,
         BackendKind::Cpu | BackendKind::Flex | BackendKind::Ndarray
     );
+    // Flex runs attention, SwiGLU, RMSNorm and the loss as fused kernels (fucina_model::fused)
+    // that keep only their inputs and the attention probabilities for the backward pass.
+    let fused = config.backend == BackendKind::Flex
+        || (config.backend == BackendKind::Cpu && cfg!(feature = "flex"));
+    let (per_layer, head) = match fused {
+        // Per token and layer: the two norms' inputs and outputs (4 h), q, k, v and the
+        // attention output (2 h + 2 kv), gate, up and their product (3 I), one probability per
+        // head and key. The head keeps its norm's input and output and the logits.
+        true => (6 * h + 2 * kv + 3 * i + heads * seq, v + 2 * h),
+        // Norms and residuals (~14 h), k/v before and after RoPE, the SwiGLU branch (gate,
+        // up, activation, product, ~5 I) and, per head, the softmax's exponentials and its
+        // output; at the head, logits, log-softmax and their gradient.
+        false => (14 * h + 3 * kv + 5 * i + 2 * heads * seq, 3 * v + 3 * h),
+    };
+    let per_token = per_layer * model.num_hidden_layers as u64 + head;
     let rows = config.train.micro_batch_size;
     // A CPU rank trains a micro-batch in parts, as many at once as it has threads (this
     // process's pool: the check runs where the run will); a GPU takes it whole.
