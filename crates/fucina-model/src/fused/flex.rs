@@ -5,7 +5,7 @@
 use super::{attention as host, kernels};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{unary, Backward, ComputePropertyDone, Ops, OpsKind, OpsPrep};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -71,6 +71,23 @@ fn from_vec(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// Puts `out` on the autodiff graph, with `state` for the backward pass when a parent is
+/// tracked (and dropped otherwise).
+fn record<O, S, const N: usize>(
+    prep: OpsPrep<O, Flex, S, NoCheckpointing, N, ComputePropertyDone>,
+    state: S,
+    out: FlexTensor,
+) -> AdTensor
+where
+    O: Backward<Flex, N, State = S>,
+    S: Clone + Send + std::fmt::Debug + 'static,
+{
+    match prep.stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
 fn dims(t: &FlexTensor) -> Vec<usize> {
     t.shape().iter().copied().collect()
 }
@@ -111,13 +128,8 @@ pub(super) fn causal_softmax<B: Backend>(
         Flexible::Plain(x) => Ok(back::<B, _>(softmax_forward(x))),
         Flexible::Tracked(x) => {
             let prep = CausalSoftmax.prepare::<NoCheckpointing>([x.node.clone()]);
-            Ok(back::<B, _>(match prep.compute_bound().stateful() {
-                OpsKind::Tracked(prep) => {
-                    let y = softmax_forward(x.primitive);
-                    prep.finish(y.clone(), y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(softmax_forward(x.primitive)),
-            }))
+            let y = softmax_forward(x.primitive);
+            Ok(back::<B, _>(record(prep.compute_bound(), y.clone(), y)))
         }
     }
 }
@@ -166,10 +178,7 @@ pub(super) fn swiglu<B: Backend>(
             let prep = Swiglu.prepare::<NoCheckpointing>([gate.node.clone(), up.node.clone()]);
             let (g, u) = (gate.primitive.to_contiguous(), up.primitive.to_contiguous());
             let out = swiglu_forward(&g, &u);
-            Ok(back::<B, _>(match prep.compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish((g, u), out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            }))
+            Ok(back::<B, _>(record(prep.compute_bound(), (g, u), out)))
         }
         (gate, up) => Err((unclassify(gate), unclassify(up))),
     }
@@ -225,10 +234,11 @@ pub(super) fn nll<B: Backend>(
             let prep = Nll.prepare::<NoCheckpointing>([x.node.clone()]);
             let logits = x.primitive.to_contiguous();
             let (loss, lse) = nll_forward(&logits, targets);
-            Ok(back::<B, _>(match prep.compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish((logits, targets.to_vec(), lse), loss),
-                OpsKind::UnTracked(prep) => prep.finish(loss),
-            }))
+            Ok(back::<B, _>(record(
+                prep.compute_bound(),
+                (logits, targets.to_vec(), lse),
+                loss,
+            )))
         }
     }
 }
@@ -284,10 +294,11 @@ pub(super) fn rms_norm<B: Backend>(
             let prep = RmsNorm.prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone()]);
             let (xs, ws) = (x.primitive.to_contiguous(), gamma.primitive.to_contiguous());
             let (out, inv) = rms_forward(&xs, &ws, eps);
-            Ok(back::<B, _>(match prep.compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish((xs, ws, inv), out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            }))
+            Ok(back::<B, _>(record(
+                prep.compute_bound(),
+                (xs, ws, inv),
+                out,
+            )))
         }
         (x, gamma) => Err((unclassify(x), unclassify(gamma))),
     }
@@ -383,10 +394,11 @@ pub(super) fn attention<B: Backend>(
                 v.node.clone(),
             ]);
             let (out, probs) = attention_forward(s, &qs, &ks, &vs);
-            Ok(back::<B, _>(match prep.compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish((s, [qs, ks, vs, probs]), out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            }))
+            Ok(back::<B, _>(record(
+                prep.compute_bound(),
+                (s, [qs, ks, vs, probs]),
+                out,
+            )))
         }
         (q, k, v) => Err((unclassify(q), unclassify(k), unclassify(v))),
     }
