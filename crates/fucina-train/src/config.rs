@@ -353,9 +353,8 @@ impl RunConfig {
             BackendKind::Cpu | BackendKind::Flex | BackendKind::Ndarray
         );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        self.peak_tflops
-            .or(cpu.then_some(0.1 * cores))
-            .map(|t| t * 1e12)
+        let cpu_peak = cpu.then(|| cores * crate::cpu_peak::core_peak_flops());
+        self.peak_tflops.map(|t| t * 1e12).or(cpu_peak)
     }
 
     /// Sequences per optimizer step over all ranks.

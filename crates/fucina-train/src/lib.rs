@@ -6,6 +6,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod consistency;
+mod cpu_peak;
 pub mod data;
 pub mod export;
 pub mod flat_moments;
