@@ -104,52 +104,123 @@ fn blocks(seq: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |r0| (r0, (r0 + BLOCK).min(seq)))
 }
 
+impl<'a> View<'a> {
+    /// Row-major with `stride` between rows.
+    fn rows(data: &'a [f32], at: usize, stride: usize) -> Self {
+        Self {
+            data,
+            at,
+            rows: stride,
+            cols: 1,
+        }
+    }
+    /// The transpose of `rows(data, at, stride)`.
+    fn transposed(data: &'a [f32], at: usize, stride: usize) -> Self {
+        Self {
+            data,
+            at,
+            rows: 1,
+            cols: stride,
+        }
+    }
+}
+
+/// Query rows `r0..r1` of `a` (laid out as q, head at `a_at`) times the transposed first `r1`
+/// key rows of `b` (laid out as k, head at `b_at`), into rows `r0..r1` of the seq × seq matrix
+/// at `dst_at`.
+#[allow(clippy::too_many_arguments)]
+fn by_keys_t(
+    s: &Shape,
+    (r0, r1): (usize, usize),
+    a: &[f32],
+    a_at: usize,
+    b: &[f32],
+    b_at: usize,
+    dst: &mut [f32],
+    dst_at: usize,
+) {
+    let (q_rows, kv_rows) = (s.heads * s.dim, s.kv_heads * s.dim);
+    let lhs = View::rows(a, a_at + r0 * q_rows, q_rows);
+    let rhs = View::transposed(b, b_at, kv_rows);
+    product(
+        (r1 - r0, r1, s.dim),
+        dst,
+        dst_at + r0 * s.seq,
+        s.seq,
+        false,
+        lhs,
+        rhs,
+    );
+}
+
+/// Rows `r0..r1` of the seq × seq matrix at `m_at` times the first `r1` key rows of `b` (laid
+/// out as k), into query rows `r0..r1` of `dst` (laid out as q, head at `dst_at`).
+#[allow(clippy::too_many_arguments)]
+fn by_keys(
+    s: &Shape,
+    (r0, r1): (usize, usize),
+    m: &[f32],
+    m_at: usize,
+    b: &[f32],
+    b_at: usize,
+    dst: &mut [f32],
+    dst_at: usize,
+) {
+    let (q_rows, kv_rows) = (s.heads * s.dim, s.kv_heads * s.dim);
+    let lhs = View::rows(m, m_at + r0 * s.seq, s.seq);
+    let rhs = View::rows(b, b_at, kv_rows);
+    product(
+        (r1 - r0, s.dim, r1),
+        dst,
+        dst_at + r0 * q_rows,
+        q_rows,
+        false,
+        lhs,
+        rhs,
+    );
+}
+
+/// Key rows `c0..c1` of `dst` (laid out as k) += the transposed columns `c0..c1` of the seq ×
+/// seq matrix at `m_at` times query rows `c0..` of `a` (laid out as q): only later queries
+/// see a key.
+#[allow(clippy::too_many_arguments)]
+fn keys_by(
+    s: &Shape,
+    (c0, c1): (usize, usize),
+    m: &[f32],
+    m_at: usize,
+    a: &[f32],
+    a_at: usize,
+    dst: &mut [f32],
+    dst_at: usize,
+) {
+    let (n, q_rows, kv_rows) = (s.seq, s.heads * s.dim, s.kv_heads * s.dim);
+    let lhs = View::transposed(m, m_at + c0 * n + c0, n);
+    let rhs = View::rows(a, a_at + c0 * q_rows, q_rows);
+    product(
+        (c1 - c0, s.dim, n - c0),
+        dst,
+        dst_at + c0 * kv_rows,
+        kv_rows,
+        true,
+        lhs,
+        rhs,
+    );
+}
+
 /// out = softmax(q·kᵀ, causal)·v per (batch, head), q already scaled; `probs` [batch, heads,
 /// seq, seq] receives the softmax, which the backward pass needs.
 pub fn forward(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], probs: &mut [f32]) {
-    let (n, d) = (s.seq, s.dim);
-    let (q_rows, kv_rows) = (s.heads * d, s.kv_heads * d);
+    let n = s.seq;
     for b in 0..s.batch {
         for h in 0..s.heads {
             let (qa, ka, pa) = (s.q_at(b, h), s.kv_at(b, h), s.probs_at(b, h));
-            for (r0, r1) in blocks(n) {
-                let lhs = View {
-                    data: q,
-                    at: qa + r0 * q_rows,
-                    rows: q_rows,
-                    cols: 1,
-                };
-                let rhs = View {
-                    data: k,
-                    at: ka,
-                    rows: 1,
-                    cols: kv_rows,
-                };
-                product((r1 - r0, r1, d), probs, pa + r0 * n, n, false, lhs, rhs);
+            for rows in blocks(n) {
+                by_keys_t(&s, rows, q, qa, k, ka, probs, pa);
             }
             kernels::causal_softmax(&mut probs[pa..pa + n * n], n, n);
-            for (r0, r1) in blocks(n) {
-                let lhs = View {
-                    data: probs,
-                    at: pa + r0 * n,
-                    rows: n,
-                    cols: 1,
-                };
-                let rhs = View {
-                    data: v,
-                    at: ka,
-                    rows: kv_rows,
-                    cols: 1,
-                };
-                product(
-                    (r1 - r0, d, r1),
-                    out,
-                    qa + r0 * q_rows,
-                    q_rows,
-                    false,
-                    lhs,
-                    rhs,
-                );
+            for rows in blocks(n) {
+                by_keys(&s, rows, probs, pa, v, ka, out, qa);
             }
         }
     }
@@ -157,90 +228,26 @@ pub fn forward(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], probs
 
 /// Gradients of `forward` for the output's gradient `grad` (laid out as q): written to `dq`,
 /// added to `dk` and `dv` (zeroed by the caller; heads sharing a key/value head add up).
-#[allow(clippy::too_many_arguments)]
 pub fn backward(
     s: Shape,
     (q, k, v, probs): (&[f32], &[f32], &[f32], &[f32]),
     grad: &[f32],
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
+    (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
-    let (n, d) = (s.seq, s.dim);
-    let (q_rows, kv_rows) = (s.heads * d, s.kv_heads * d);
+    let n = s.seq;
     let mut ds = vec![0.0f32; n * n];
     for b in 0..s.batch {
         for h in 0..s.heads {
             let (qa, ka, pa) = (s.q_at(b, h), s.kv_at(b, h), s.probs_at(b, h));
             // d probs = grad · vᵀ, then through the softmax.
-            for (r0, r1) in blocks(n) {
-                let lhs = View {
-                    data: grad,
-                    at: qa + r0 * q_rows,
-                    rows: q_rows,
-                    cols: 1,
-                };
-                let rhs = View {
-                    data: v,
-                    at: ka,
-                    rows: 1,
-                    cols: kv_rows,
-                };
-                product((r1 - r0, r1, d), &mut ds, r0 * n, n, false, lhs, rhs);
+            for rows in blocks(n) {
+                by_keys_t(&s, rows, grad, qa, v, ka, &mut ds, 0);
             }
             kernels::causal_softmax_backward(&probs[pa..pa + n * n], &mut ds, n, n);
-            for (r0, r1) in blocks(n) {
-                // dq rows see the keys before them.
-                let lhs = View {
-                    data: &ds,
-                    at: r0 * n,
-                    rows: n,
-                    cols: 1,
-                };
-                let rhs = View {
-                    data: k,
-                    at: ka,
-                    rows: kv_rows,
-                    cols: 1,
-                };
-                product(
-                    (r1 - r0, d, r1),
-                    dq,
-                    qa + r0 * q_rows,
-                    q_rows,
-                    false,
-                    lhs,
-                    rhs,
-                );
-                // dk and dv rows are seen by the queries after them: transposed products.
-                let (c0, c1) = (r0, r1);
-                let at = ka + c0 * kv_rows;
-                let lhs = View {
-                    data: &ds,
-                    at: c0 * n + c0,
-                    rows: 1,
-                    cols: n,
-                };
-                let rhs = View {
-                    data: q,
-                    at: qa + c0 * q_rows,
-                    rows: q_rows,
-                    cols: 1,
-                };
-                product((c1 - c0, d, n - c0), dk, at, kv_rows, true, lhs, rhs);
-                let lhs = View {
-                    data: probs,
-                    at: pa + c0 * n + c0,
-                    rows: 1,
-                    cols: n,
-                };
-                let rhs = View {
-                    data: grad,
-                    at: qa + c0 * q_rows,
-                    rows: q_rows,
-                    cols: 1,
-                };
-                product((c1 - c0, d, n - c0), dv, at, kv_rows, true, lhs, rhs);
+            for rows in blocks(n) {
+                by_keys(&s, rows, &ds, 0, k, ka, dq, qa);
+                keys_by(&s, rows, &ds, 0, q, qa, dk, ka);
+                keys_by(&s, rows, probs, pa, grad, qa, dv, ka);
             }
         }
     }

@@ -350,7 +350,7 @@ impl Backward<Flex, 3> for Attention {
             vec![0.0; s.kv_len()],
         );
         let inputs = (f32s(&q), f32s(&k), f32s(&v), f32s(&probs));
-        host::backward(s, inputs, f32s(&grad), &mut dq, &mut dk, &mut dv);
+        host::backward(s, inputs, f32s(&grad), (&mut dq, &mut dk, &mut dv));
         let [nq, nk, nv] = ops.parents;
         for (node, d, shape) in [
             (nq, dq, q.shape()),
