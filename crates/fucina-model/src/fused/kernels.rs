@@ -93,7 +93,7 @@ fn max(row: &[f32]) -> f32 {
     m
 }
 
-/// Σ eˣ⁻ᵐ over `row`, replacing each element by its eˣ⁻ᵐ when `write`.
+/// Σ eˣ⁻ᵐ over `row`, replacing each element by its eˣ⁻ᵐ.
 #[inline(always)]
 fn sum_exp(row: &mut [f32], m: f32) -> f32 {
     let mut acc = [0.0f32; LANES];
@@ -112,7 +112,7 @@ fn sum_exp(row: &mut [f32], m: f32) -> f32 {
     s + acc.iter().sum::<f32>()
 }
 
-/// Σ eˣ⁻ᵐ over `row`, read only.
+/// Σ eˣ⁻ᵐ over `row`, leaving it as it is.
 #[inline(always)]
 fn sum_exp_ro(row: &[f32], m: f32) -> f32 {
     let mut acc = [0.0f32; LANES];
