@@ -105,11 +105,17 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
     let need = mem.device_total(config.backend.is_cpu()) as f64 / GIB;
     let have = profile.node.device_memory_gib;
     if need > have {
+        let fix = match what_would_fit(&args, &train_overrides, ranks, have)? {
+            Some(fix) => format!("{fix} would make it fit"),
+            None => format!(
+                "lower train.micro_batch_size (now {}) or data.seq_len, or use a smaller model",
+                config.train.micro_batch_size
+            ),
+        };
         bail!(
-            "estimated {need:.1} GiB per rank exceeds the {have} GiB of a {}: lower \
-             train.micro_batch_size (now {}) or data.seq_len, or use a smaller model",
+            "estimated {need:.1} GiB per rank exceeds the {have} GiB of a {} ({}): {fix}",
             profile.node.device,
-            config.train.micro_batch_size
+            breakdown(&mem),
         );
     }
     if need > 0.9 * have {
@@ -205,17 +211,8 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
         config.train.micro_batch_size
     );
     eprintln!(
-        "memory per rank (estimate): {need:.2} GiB of {have} GiB — parameters {:.2}, gradients {:.2}, \
-         optimizer {:.2}{}, activations {:.2} GiB",
-        mem.parameters as f64 / GIB,
-        mem.gradients as f64 / GIB,
-        mem.optimizer as f64 / GIB,
-        if mem.optimizer_on_host {
-            " (sharded, in host memory)"
-        } else {
-            ""
-        },
-        mem.activations as f64 / GIB
+        "memory per rank (estimate): {need:.2} GiB of {have} GiB — {}",
+        breakdown(&mem)
     );
     for (key, note) in &profile.unsure {
         eprintln!("unsure: {key}: {note}");
@@ -231,6 +228,63 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
         submit(profile.scheduler, &script_path)?;
     }
     Ok(())
+}
+
+/// The estimate's terms, in GiB.
+fn breakdown(mem: &memory::MemoryEstimate) -> String {
+    let gib = |b: u64| b as f64 / GIB;
+    let host = if mem.optimizer_on_host {
+        " (sharded, in host memory)"
+    } else {
+        ""
+    };
+    let mut parts = vec![format!("parameters {:.2}", gib(mem.parameters))];
+    if mem.masters > 0 {
+        parts.push(format!("f32 masters {:.2}{host}", gib(mem.masters)));
+    }
+    parts.push(format!("gradients {:.2}", gib(mem.gradients)));
+    if mem.f32_gradients > 0 {
+        parts.push(format!("f32 gradients {:.2}", gib(mem.f32_gradients)));
+    }
+    parts.push(format!("optimizer {:.2}{host}", gib(mem.optimizer)));
+    parts.push(format!("activations {:.2} GiB", gib(mem.activations)));
+    parts.join(", ")
+}
+
+/// The first single change, from a list of the usual ones, after which the estimate fits in
+/// `have` GiB: `--set KEY=VALUE` options, or more nodes for ZeRO-1 to shard over.
+fn what_would_fit(
+    args: &LaunchArgs,
+    overrides: &[String],
+    ranks: u32,
+    have: f64,
+) -> Result<Option<String>> {
+    let fits = |extra: &[&str], ranks: u32| -> Result<bool> {
+        let mut all = overrides.to_vec();
+        all.extend(extra.iter().map(|s| s.to_string()));
+        let config = RunConfig::load(&args.config, &all)?;
+        let mem = memory::estimate(&config, ranks as usize)?;
+        Ok((mem.device_total(config.backend.is_cpu()) as f64 / GIB) <= have)
+    };
+    let block = "train.activation_checkpointing=block";
+    let shard = "dist.shard_optimizer=true";
+    let sets: [&[&str]; 3] = [&[block], &[shard], &[block, shard]];
+    for set in sets {
+        if fits(set, ranks)? {
+            let named: Vec<String> = set.iter().map(|s| format!("--set {s}")).collect();
+            return Ok(Some(named.join(" ")));
+        }
+    }
+    // ZeRO-1's share of masters and moments falls with the ranks it is sharded over.
+    for factor in [2, 4, 8, 16] {
+        if fits(&[block, shard], ranks * factor)? {
+            return Ok(Some(format!(
+                "--nodes {} with --set {block} --set {shard}",
+                args.nodes * factor
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn write_script(path: &Path, script: &str) -> Result<()> {

@@ -194,9 +194,11 @@ impl Profile {
         }
         match self.precision.as_str() {
             "f32" => {}
-            "bf16" if matches!(self.backend.as_str(), "cuda" | "rocm") => {}
+            "bf16" | "bf16-pure" if matches!(self.backend.as_str(), "cuda" | "rocm") => {}
             other => {
-                bail!("precision {other:?}: expected f32, or bf16 with the cuda or rocm backend")
+                bail!(
+                    "precision {other:?}: expected f32, or bf16 (or bf16-pure) with the cuda or rocm backend"
+                )
             }
         }
         let launchers: &[&str] = match self.scheduler {
@@ -262,7 +264,7 @@ impl Profile {
 
     pub fn peak_tflops(&self) -> Option<f64> {
         match self.precision.as_str() {
-            "bf16" => self.node.peak_tflops_bf16,
+            "bf16" | "bf16-pure" => self.node.peak_tflops_bf16,
             _ => self.node.peak_tflops_f32,
         }
     }

@@ -17,6 +17,10 @@ pub const PRESETS: &[(&str, &str)] = &[
         "llama-7b",
         include_str!("../../../configs/models/llama-7b.toml"),
     ),
+    (
+        "llama-3-8b",
+        include_str!("../../../configs/models/llama-3-8b.toml"),
+    ),
 ];
 
 pub fn preset(name: &str) -> Option<&'static str> {

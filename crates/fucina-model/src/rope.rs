@@ -109,6 +109,10 @@ impl<B: Backend> Rope<B> {
                 .reshape([1, row])
                 .mul_scalar(scale)
         };
+        // The tables are f32; the rotation runs in the dtype of q and k, as in Hugging
+        // Face's apply_rotary_pos_emb.
+        let dtype = x.dtype();
+        let tile = |t: &Tensor<B, 2>| crate::fused::cast(tile(t), dtype);
         let pairs = x.clone().reshape([batch * seq * heads, 2, half]);
         let swapped = Tensor::cat(
             vec![pairs.clone().narrow(1, 1, 1), pairs.narrow(1, 0, 1)],

@@ -1,7 +1,8 @@
 //! Run-time choice among the backends compiled in (cargo features `flex`, `ndarray`, `wgpu`,
-//! `cuda`, `rocm`), each wrapped in burn's autodiff.
+//! `cuda`, `rocm`), each wrapped in burn's autodiff. Every backend is instantiated with f32 as
+//! its default float: bf16 is a property of tensors (burn 0.21 dispatches on each tensor's
+//! dtype), so mixed precision can hold f32 masters and bf16 weights on the same device.
 
-use crate::config::Precision;
 use anyhow::{bail, Result};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -50,14 +51,9 @@ pub trait BackendTask {
 #[allow(unreachable_code, unused_variables)]
 pub fn dispatch<T: BackendTask>(
     kind: BackendKind,
-    precision: Precision,
     device_index: usize,
     task: T,
 ) -> Result<T::Output> {
-    let bf16 = precision == Precision::Bf16;
-    if bf16 && !matches!(kind, BackendKind::Cuda | BackendKind::Rocm) {
-        bail!("precision bf16 needs backend cuda or rocm (got {kind:?})");
-    }
     let feature = match kind {
         BackendKind::Cpu => {
             #[cfg(feature = "flex")]
@@ -93,13 +89,7 @@ pub fn dispatch<T: BackendTask>(
             {
                 gpu_runtime("cuda", "the NVIDIA driver", &["libcuda.so.1", "libcuda.so"])?;
                 let device = burn::backend::cuda::CudaDevice::new(device_index);
-                return Ok(if bf16 {
-                    task.run::<burn::backend::Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(
-                        device,
-                    )
-                } else {
-                    task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(device)
-                });
+                return Ok(task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(device));
             }
             "cuda"
         }
@@ -115,13 +105,7 @@ pub fn dispatch<T: BackendTask>(
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 gpu_runtime("rocm", "ROCm's HIP runtime", &names)?;
                 let device = burn::backend::rocm::RocmDevice::new(device_index);
-                return Ok(if bf16 {
-                    task.run::<burn::backend::Autodiff<burn::backend::Rocm<burn::tensor::bf16>>>(
-                        device,
-                    )
-                } else {
-                    task.run::<burn::backend::Autodiff<burn::backend::Rocm>>(device)
-                });
+                return Ok(task.run::<burn::backend::Autodiff<burn::backend::Rocm>>(device));
             }
             "rocm"
         }

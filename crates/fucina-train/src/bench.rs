@@ -154,7 +154,7 @@ pub fn allreduce(
         iters,
         comm: comm.as_ref(),
     };
-    dispatch(backend, crate::config::Precision::F32, 0, task)?
+    dispatch(backend, 0, task)?
 }
 
 fn median(mut times: Vec<f64>) -> f64 {

@@ -14,8 +14,9 @@ pub struct RunConfig {
     /// `cpu` (Flex, or NdArray when only that is compiled in), `flex`, `ndarray`, `wgpu`, `cuda`, `rocm`.
     #[serde(default)]
     pub backend: BackendKind,
-    /// `f32`, or `bf16` on cuda/rocm: weights, gradients, optimizer state and activations all
-    /// in bf16 (no f32 master copy), halving memory; gradients are summed across ranks in f32.
+    /// `f32`; `bf16`: mixed precision (f32 master weights and AdamW moments, bf16 weights and
+    /// activations for the forward and backward, f32 norm statistics, softmax and loss);
+    /// `bf16-pure`: everything in bf16, no master copy (see `Precision`).
     #[serde(default)]
     pub precision: Precision,
     /// Seeds weight initialisation and the data order.
@@ -49,7 +50,39 @@ pub struct RunConfig {
 pub enum Precision {
     #[default]
     F32,
+    /// Mixed precision as PyTorch's autocast and FSDP's `MixedPrecisionPolicy(param_dtype=bf16,
+    /// reduce_dtype=f32)` do it: the optimizer updates f32 master weights with f32 moments, and
+    /// the forward and backward run on a bf16 copy of them.
     Bf16,
+    /// Weights, gradients and AdamW moments in bf16, no master copy: 6 bytes per parameter
+    /// fewer, but an update below half a bf16 ULP of its weight (|Δw| < |w|·2⁻⁹, e.g. lr 3e-5
+    /// on a weight of 0.02) rounds away, and so does weight decay: weights stagnate at small
+    /// learning rates. Only for short runs at large learning rates.
+    #[serde(rename = "bf16-pure")]
+    Bf16Pure,
+}
+
+impl Precision {
+    /// The dtype the forward and backward compute in (and the model's weights are held in).
+    pub fn compute_dtype(self) -> burn::tensor::DType {
+        match self {
+            Precision::F32 => burn::tensor::DType::F32,
+            Precision::Bf16 | Precision::Bf16Pure => burn::tensor::DType::BF16,
+        }
+    }
+
+    /// Whether the optimizer keeps f32 master weights apart from the model's.
+    pub fn keeps_masters(self) -> bool {
+        self == Precision::Bf16
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Bf16Pure => "bf16-pure",
+        }
+    }
 }
 
 fn default_seed() -> u64 {
@@ -272,13 +305,21 @@ impl RunConfig {
         if let Some(lora) = &self.lora {
             lora.validate()?;
         }
-        if self.precision == Precision::Bf16
-            && !matches!(self.backend, BackendKind::Cuda | BackendKind::Rocm)
-        {
-            bail!(
-                "precision = \"bf16\" needs backend cuda or rocm (got {:?}); CPU and WGPU train in f32",
-                self.backend
-            );
+        if self.precision != Precision::F32 {
+            let why = match self.backend {
+                BackendKind::Ndarray => Some("burn's NdArray backend has no bf16 tensors"),
+                BackendKind::Wgpu => Some("WGPU's shader language (WGSL) has no bf16"),
+                BackendKind::Cpu if !cfg!(feature = "flex") => {
+                    Some("the CPU backend of this binary is NdArray, which has no bf16 tensors")
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                bail!(
+                    "precision = \"{}\" needs a backend with bf16 tensors (cpu/flex, cuda, rocm): {why}; use precision = \"f32\"",
+                    self.precision.name()
+                );
+            }
         }
         let t = &self.train;
         let positive = [

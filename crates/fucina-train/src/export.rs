@@ -4,7 +4,7 @@
 
 use crate::backend::{BackendKind, BackendTask};
 use crate::checkpoint::{self, CONFIG_FILE};
-use crate::config::{Precision, RunConfig};
+use crate::config::RunConfig;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -65,7 +65,7 @@ pub fn export(request: ExportRequest) -> Result<Exported> {
         config,
         request,
     };
-    crate::dispatch(BackendKind::Cpu, Precision::F32, 0, task)?
+    crate::dispatch(BackendKind::Cpu, 0, task)?
 }
 
 struct ExportTask {

@@ -114,7 +114,7 @@ pub fn from_checkpoint(dir: &std::path::Path, options: GenerateOptions) -> Resul
         tokenizer,
         options,
     };
-    crate::dispatch(task.config.backend, task.config.precision, 0, task)?
+    crate::dispatch(task.config.backend, 0, task)?
 }
 
 struct SampleTask {

@@ -7,7 +7,9 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::DType;
 use fucina_dist::{Buckets, Communicator};
+use fucina_model::fused::cast;
 use std::time::Instant;
 
 /// What a step's synchronisation measured.
@@ -26,6 +28,9 @@ pub struct GradSync {
     /// Clip the averaged gradients to this global norm; 0 disables clipping.
     pub max_norm: f64,
     pub bucket_bytes: usize,
+    /// Hand the averaged gradients back in f32 (for f32 master weights) rather than in each
+    /// parameter's own dtype.
+    pub f32_grads: bool,
     buffers: Buckets,
 }
 
@@ -34,6 +39,7 @@ impl GradSync {
         Self {
             max_norm,
             bucket_bytes,
+            f32_grads: false,
             buffers: Buckets::default(),
         }
     }
@@ -51,6 +57,7 @@ impl GradSync {
             comm,
             self.max_norm,
             self.bucket_bytes,
+            self.f32_grads,
             &mut self.buffers,
         )
     }
@@ -62,6 +69,7 @@ fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
     comm: &dyn Communicator,
     max_norm: f64,
     bucket_bytes: usize,
+    f32_grads: bool,
     buffers: &mut Buckets,
 ) -> Result<(GradientsParams, SyncStats)> {
     let started = Instant::now();
@@ -121,6 +129,7 @@ fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
         reduced: &reduced,
         hosts: hosts.into_iter(),
         scale,
+        f32_grads,
         device,
         places: slices.into_iter().zip(shapes),
     };
@@ -233,6 +242,7 @@ struct Unflatten<'a, B: AutodiffBackend> {
     /// Each parameter's downloaded gradient, in visit order: the memory the result goes to.
     hosts: std::vec::IntoIter<Vec<f32>>,
     scale: f32,
+    f32_grads: bool,
     device: burn::tensor::Device<B::InnerBackend>,
     /// Bucket and range of each parameter, with its id and shape, in visit order.
     places: std::iter::Zip<std::vec::IntoIter<Slice>, std::vec::IntoIter<(ParamId, Vec<usize>)>>,
@@ -252,7 +262,11 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
             *out = g * self.scale;
         }
         let dims: [usize; D] = dims.try_into().expect("same rank on both visits");
-        let grad = Tensor::from_data(TensorData::new(values, dims), &self.device);
+        let grad = Tensor::from_data(TensorData::new(values, dims), (&self.device, DType::F32));
+        let grad = match self.f32_grads {
+            true => grad,
+            false => cast(grad, param.val().dtype()),
+        };
         self.grads.register::<B::InnerBackend, D>(id, grad);
     }
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod nonfinite;
 pub mod optim;
 pub mod plot;
+pub mod precision;
 pub mod rss;
 pub mod stop;
 pub mod threads;

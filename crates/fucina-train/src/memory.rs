@@ -8,8 +8,15 @@ use anyhow::Result;
 
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryEstimate {
+    /// The weights the forward and backward use (bf16 in mixed precision).
     pub parameters: u64,
+    /// Mixed precision's f32 master weights; with `[dist] shard_optimizer`, this rank's 1/N of
+    /// them, in host memory beside the moments.
+    pub masters: u64,
     pub gradients: u64,
+    /// The f32 gradients of half-precision runs: the sum over micro-batches (and CPU parts),
+    /// or, replicated in mixed precision, the averaged gradients handed to the f32 optimizer.
+    pub f32_gradients: u64,
     /// AdamW's two moments; with `[dist] shard_optimizer`, this rank's 1/N of them, in f32
     /// host memory.
     pub optimizer: u64,
@@ -30,7 +37,13 @@ impl MemoryEstimate {
             true => (0, self.optimizer),
             false => (self.optimizer, 0),
         };
-        let device = self.parameters + self.gradients + on_device + self.activations;
+        let (masters_device, masters_host) = match self.optimizer_on_host {
+            true => (0, self.masters),
+            false => (self.masters, 0),
+        };
+        let on_host = on_host + masters_host;
+        let device = self.parameters + masters_device + self.gradients + self.f32_gradients;
+        let device = device + on_device + self.activations;
         device + self.runtime + if cpu { self.sync_buffers + on_host } else { 0 }
     }
 }
@@ -38,10 +51,14 @@ impl MemoryEstimate {
 /// Per rank of a job of `world_size` ranks.
 pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate> {
     let model = config.model_config()?;
-    let bytes: u64 = match config.precision {
-        Precision::F32 => 4,
-        Precision::Bf16 => 2,
+    // Bytes per value of the weights, gradients and activations (the compute dtype), and of
+    // replicated AdamW moments.
+    let (bytes, moment_bytes): (u64, u64) = match config.precision {
+        Precision::F32 | Precision::Bf16 => (config.precision.compute_dtype().size() as u64, 4),
+        Precision::Bf16Pure => (2, 2),
     };
+    // Softmax probabilities and the loss's log-softmax are f32 whatever the compute dtype.
+    let f32_share = 4u64.div_ceil(bytes);
     let params = model.num_parameters() as u64;
     // Under LoRA only the adapters have gradients, optimizer state and all-reduce buffers.
     let trainable = match &config.lora {
@@ -68,11 +85,17 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
         // Per token and layer: the two norms' inputs and outputs (4 h), q, k, v and the
         // attention output (2 h + 2 kv), gate, up and their product (3 I), one probability per
         // head and key. The head keeps its norm's input and output and the logits.
-        true => (6 * h + 2 * kv + 3 * i + heads * seq, v + 2 * h),
+        true => (
+            6 * h + 2 * kv + 3 * i + f32_share * heads * seq,
+            f32_share * v + 2 * h,
+        ),
         // Norms and residuals (~14 h), k/v before and after RoPE, the SwiGLU branch (gate,
         // up, activation, product, ~5 I) and, per head, the softmax's exponentials and its
         // output; at the head, logits, log-softmax and their gradient.
-        false => (14 * h + 3 * kv + 5 * i + 2 * heads * seq, 3 * v + 3 * h),
+        false => (
+            14 * h + 3 * kv + 5 * i + 2 * f32_share * heads * seq,
+            3 * f32_share * v + 3 * h,
+        ),
     };
     let per_token = per_layer * model.num_hidden_layers as u64 + head;
     let rows = config.train.micro_batch_size;
@@ -87,14 +110,30 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
     };
     let tokens = in_flight.min(rows) as u64 * seq;
     let sharded = config.dist.shard_optimizer;
+    let block = trainable.div_ceil(world_size.max(1) as u64);
     let optimizer = match sharded {
         // Each rank's block, padding included, of f32 moments.
-        true => 2 * trainable.div_ceil(world_size.max(1) as u64) * 4,
-        false => 2 * trainable * bytes,
+        true => 2 * block * 4,
+        false => 2 * trainable * moment_bytes,
+    };
+    let masters = match (config.precision.keeps_masters(), sharded) {
+        (false, _) => 0,
+        (true, true) => block * 4,
+        (true, false) => trainable * 4,
+    };
+    let contributions = match cpu {
+        true => cpu_parts(rows, config.data.seq_len),
+        false => 1,
+    } * accumulation_steps(config, world_size);
+    let f32_gradients = match (bytes, contributions > 1 || masters > 0 && !sharded) {
+        (2, true) => trainable * 4,
+        _ => 0,
     };
     Ok(MemoryEstimate {
         parameters: (params + trainable * config.lora.is_some() as u64) * bytes,
+        masters,
         gradients: trainable * bytes,
+        f32_gradients,
         optimizer,
         optimizer_on_host: sharded,
         activations: per_token * tokens * bytes,
@@ -103,6 +142,14 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
         // thread stacks); a GPU process adds its runtime's context.
         runtime: if cpu { 64 << 20 } else { 1 << 30 },
     })
+}
+
+/// Micro-batches per optimizer step on each rank.
+fn accumulation_steps(config: &RunConfig, world_size: usize) -> usize {
+    let per_rank = config.global_batch_seqs() / world_size.max(1);
+    per_rank
+        .div_ceil(config.train.micro_batch_size.max(1))
+        .max(1)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use fucina_model::fused::cast;
 
 /// AdamW as in `torch.optim.AdamW`: decoupled decay `w -= lr·wd·w`, bias-corrected moments,
 /// `eps` added outside the square root. Decay applies to matrices only: a rank-1 parameter is
@@ -81,6 +82,13 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
         let (b1, b2) = (self.beta1, self.beta2);
+        // The moments keep their dtype (bf16-pure: bf16, or f32 after a resume); the update
+        // lands in the weight's. In f32 and mixed precision every cast below is a no-op.
+        let weight_dtype = tensor.dtype();
+        let grad = match &state {
+            Some(s) => cast(grad, s.momentum.moment_1.dtype()),
+            None => grad,
+        };
         let momentum = match state {
             Some(AdamWState { momentum: m }) => AdaptiveMomentumState::new(
                 m.time + 1,
@@ -112,7 +120,7 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
             tensor.mul_scalar(1.0 - decay)
         };
         (
-            decayed - update.mul_scalar(lr),
+            decayed - cast(update.mul_scalar(lr), weight_dtype),
             Some(AdamWState::new(momentum)),
         )
     }

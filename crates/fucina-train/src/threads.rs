@@ -43,11 +43,21 @@ pub fn forward_backward<B: AutodiffBackend>(
         true => loss.mul_scalar(f64::NAN),
         false => loss,
     };
+    // bf16 gradients are summed over micro-batches and parts in f32; one contribution alone
+    // is widened when it is copied to the host for the all-reduce.
+    let widen = accum * parts > 1 && crate::precision::holds_half(model);
+    let widened = |part: GradientsParams| match widen {
+        true => crate::precision::widen_grads(model, part),
+        false => part,
+    };
     if parts == 1 {
         let loss = poisoned(micro_loss(model, batch, rows, scale, device));
         let value = loss.clone().into_scalar().elem::<f64>();
         let step_grads = loss.div_scalar(accum as f64).backward();
-        grads.accumulate(model, GradientsParams::from_grads(step_grads, model));
+        grads.accumulate(
+            model,
+            widened(GradientsParams::from_grads(step_grads, model)),
+        );
         return value;
     }
     let chunks = split_rows(batch, rows, parts);
@@ -75,7 +85,7 @@ pub fn forward_backward<B: AutodiffBackend>(
     let mut total = 0.0;
     for (value, part) in results {
         total += value;
-        grads.accumulate(model, part);
+        grads.accumulate(model, widened(part));
     }
     total
 }

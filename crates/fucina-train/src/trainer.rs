@@ -70,7 +70,6 @@ pub fn train(
     let device_index = placement::device_index(comm.local_rank(), &placement::process_env);
     dispatch(
         config.backend,
-        config.precision,
         device_index,
         TrainTask {
             config,
@@ -211,6 +210,14 @@ fn run<B: AutodiffBackend>(
 ) -> Result<TrainSummary> {
     let model_config = config.model_config()?;
     check_same_config(&config.to_toml(), comm)?;
+    let dtype = config.precision.compute_dtype();
+    if !B::supports_dtype(device, dtype) {
+        anyhow::bail!(
+            "precision = \"{}\": backend {:?} has no {dtype:?} tensors on this device; use precision = \"f32\"",
+            config.precision.name(),
+            config.backend
+        );
+    }
     let out_dir = &config.out_dir;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -266,6 +273,7 @@ fn run<B: AutodiffBackend>(
             eprintln!("resuming from {} at step {}", dir.display(), state.step);
         }
     }
+    let mut model = updater.adopt(model)?;
 
     let total = config.train.steps;
     let stop = options.stop_after.unwrap_or(total).min(total);
@@ -390,8 +398,9 @@ fn run<B: AutodiffBackend>(
                 );
             }
             // Gathered on rank 0 (the sharded optimizer's blocks): every rank takes part.
-            if let Some(optim_bytes) = updater.save(comm)? {
-                let model_bytes = checkpoint::record_to_bytes::<B, _>(model.clone().into_record())?;
+            let weights = updater.weights_to_save(&model, comm)?;
+            if let (Some(optim_bytes), Some(weights)) = (updater.save(comm)?, weights) {
+                let model_bytes = checkpoint::record_to_bytes::<B, _>(weights.into_record())?;
                 let dir = checkpoint::save(
                     out_dir,
                     &model_bytes,

@@ -2,12 +2,17 @@
 //! rank updating every parameter on the device) or sharded AdamW (ZeRO-1, `[dist]
 //! shard_optimizer`). Both split the step in two, so that the loss and gradient norm can be
 //! checked in between and a non-finite step skipped before anything changes.
+//!
+//! In mixed precision (`precision = "bf16"`) the optimizer owns the f32 master weights — the
+//! replicated one a whole f32 model, the sharded one its block on the host — and the model
+//! that trains is their bf16 cast, made anew after every update.
 
 use crate::checkpoint::{record_from_bytes, record_to_bytes, OptimFormat};
-use crate::config::RunConfig;
+use crate::config::{Precision, RunConfig};
 use crate::flat_moments::{state_of, AdamRecord, FlatMoments};
 use crate::grads::{GradSync, SyncStats};
 use crate::optim::AdamW;
+use crate::precision::{cast_frozen, cast_params};
 use crate::zero::{Layout, ZeroAdamW};
 use anyhow::{Context, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
@@ -17,12 +22,19 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_dist::Communicator;
 
-pub enum Updater<B: AutodiffBackend, M: AutodiffModule<B>> {
+pub struct Updater<B: AutodiffBackend, M: AutodiffModule<B>> {
+    kind: Kind<B, M>,
+    precision: Precision,
+}
+
+enum Kind<B: AutodiffBackend, M: AutodiffModule<B>> {
     Replicated {
         sync: GradSync,
         optimizer: OptimizerAdaptor<AdamW, M, B>,
         /// The averaged gradients between `sync` and `apply`.
         grads: Option<GradientsParams>,
+        /// Mixed precision: the f32 weights the optimizer updates.
+        master: Option<M>,
     },
     Sharded(ZeroAdamW),
 }
@@ -31,29 +43,65 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
     pub fn new(config: &RunConfig, model: &M, comm: &dyn Communicator) -> Self {
         let adamw = AdamW::new(&config.train);
         let max_norm = config.train.grad_clip;
-        if config.dist.shard_optimizer {
+        let masters = config.precision.keeps_masters();
+        let kind = if config.dist.shard_optimizer {
             let layout = Layout::of::<B, M>(model);
-            Self::Sharded(ZeroAdamW::new(
-                adamw,
-                max_norm,
-                layout,
-                comm.rank(),
-                comm.size(),
-            ))
+            let ranks = (comm.rank(), comm.size());
+            Kind::Sharded(ZeroAdamW::new(adamw, max_norm, layout, ranks, masters))
         } else {
-            Self::Replicated {
-                sync: GradSync::new(max_norm, config.dist.bucket_bytes()),
+            let mut sync = GradSync::new(max_norm, config.dist.bucket_bytes());
+            sync.f32_grads = masters;
+            Kind::Replicated {
+                sync,
                 optimizer: adamw.init::<B, M>(),
                 grads: None,
+                master: None,
             }
+        };
+        Self {
+            kind,
+            precision: config.precision,
         }
+    }
+
+    /// Takes the f32 model the run starts from (fresh, from Hugging Face or from a checkpoint)
+    /// and returns the model that trains: in mixed precision the optimizer keeps `model` as
+    /// its masters and hands back their bf16 cast; in bf16-pure the weights become bf16.
+    pub fn adopt(&mut self, model: M) -> Result<M> {
+        let dtype = self.precision.compute_dtype();
+        if self.precision.keeps_masters() {
+            let model = cast_frozen::<B, M>(model, dtype);
+            match &mut self.kind {
+                Kind::Replicated { master, .. } => *master = Some(model.clone()),
+                Kind::Sharded(zero) => zero.read_weights::<B, M>(&model)?,
+            }
+            return Ok(cast_params::<B, M>(model, dtype));
+        }
+        Ok(cast_params::<B, M>(model, dtype))
+    }
+
+    /// The weights a checkpoint holds, on rank 0 (`None` elsewhere): the f32 masters in mixed
+    /// precision, else the model's own. A collective with the sharded optimizer in mixed
+    /// precision (it gathers the blocks).
+    pub fn weights_to_save(&mut self, model: &M, comm: &dyn Communicator) -> Result<Option<M>> {
+        let weights = match (&mut self.kind, self.precision.keeps_masters()) {
+            (Kind::Sharded(zero), true) => return zero.gather_masters::<B, M>(model, comm),
+            (
+                Kind::Replicated {
+                    master: Some(m), ..
+                },
+                true,
+            ) => m,
+            _ => model,
+        };
+        Ok(comm.is_root().then(|| weights.clone()))
     }
 
     /// The form this optimizer's checkpoints take.
     pub fn format(&self) -> OptimFormat {
-        match self {
-            Self::Replicated { .. } => OptimFormat::BurnRecord,
-            Self::Sharded(_) => OptimFormat::Flat,
+        match &self.kind {
+            Kind::Replicated { .. } => OptimFormat::BurnRecord,
+            Kind::Sharded(_) => OptimFormat::Flat,
         }
     }
 
@@ -64,21 +112,21 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         step_grads: GradientsParams,
         comm: &dyn Communicator,
     ) -> Result<SyncStats> {
-        match self {
-            Self::Replicated { sync, grads, .. } => {
+        match &mut self.kind {
+            Kind::Replicated { sync, grads, .. } => {
                 let (averaged, stats) = sync.run(model, step_grads, comm)?;
                 *grads = Some(averaged);
                 Ok(stats)
             }
-            Self::Sharded(zero) => zero.sync(model, step_grads, comm),
+            Kind::Sharded(zero) => zero.sync(model, step_grads, comm),
         }
     }
 
     /// Drops the gradients of a step that is skipped.
     pub fn skip(&mut self) {
-        match self {
-            Self::Replicated { grads, .. } => *grads = None,
-            Self::Sharded(zero) => zero.skip(),
+        match &mut self.kind {
+            Kind::Replicated { grads, .. } => *grads = None,
+            Kind::Sharded(zero) => zero.skip(),
         }
     }
 
@@ -91,16 +139,29 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         comm: &dyn Communicator,
         stats: &mut SyncStats,
     ) -> Result<M> {
-        match self {
-            Self::Replicated {
-                optimizer, grads, ..
+        let dtype = self.precision.compute_dtype();
+        match &mut self.kind {
+            Kind::Replicated {
+                optimizer,
+                grads,
+                master,
+                ..
             } => {
                 let grads = grads
                     .take()
                     .context("an optimizer step without synchronised gradients")?;
-                Ok(optimizer.step(lr, model, grads))
+                match master.take() {
+                    None => Ok(optimizer.step(lr, model, grads)),
+                    Some(weights) => {
+                        // The bf16 weights are stale from here on: free them before the cast.
+                        drop(model);
+                        let weights = optimizer.step(lr, weights, grads);
+                        *master = Some(weights.clone());
+                        Ok(cast_params::<B, M>(weights, dtype))
+                    }
+                }
             }
-            Self::Sharded(zero) => {
+            Kind::Sharded(zero) => {
                 let (model, seconds) = zero.apply(lr, model, comm)?;
                 stats.comm_seconds += seconds;
                 stats.sync_seconds += seconds;
@@ -112,12 +173,12 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
     /// The optimizer state for a checkpoint, on rank 0 (`None` elsewhere). A collective: the
     /// sharded optimizer gathers its blocks.
     pub fn save(&mut self, comm: &dyn Communicator) -> Result<Option<Vec<u8>>> {
-        match self {
-            Self::Replicated { optimizer, .. } if comm.is_root() => {
+        match &mut self.kind {
+            Kind::Replicated { optimizer, .. } if comm.is_root() => {
                 Ok(Some(record_to_bytes::<B, _>(optimizer.to_record())?))
             }
-            Self::Replicated { .. } => Ok(None),
-            Self::Sharded(zero) => match zero.gather_moments(comm)? {
+            Kind::Replicated { .. } => Ok(None),
+            Kind::Sharded(zero) => match zero.gather_moments(comm)? {
                 Some(all) => Ok(Some(all.to_safetensors(zero.layout())?)),
                 None => Ok(None),
             },
@@ -134,25 +195,25 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         device: &B::Device,
     ) -> Result<()> {
         let file = format.file_name();
-        match (self, format) {
-            (Self::Replicated { optimizer, .. }, OptimFormat::BurnRecord) => {
+        match (&mut self.kind, format) {
+            (Kind::Replicated { optimizer, .. }, OptimFormat::BurnRecord) => {
                 let record = record_from_bytes::<B, AdamRecord<B, M>>(bytes, device)
                     .with_context(|| format!("{file} does not fit this model"))?;
                 *optimizer = optimizer.clone().load_record(record);
             }
-            (Self::Replicated { optimizer, .. }, OptimFormat::Flat) => {
+            (Kind::Replicated { optimizer, .. }, OptimFormat::Flat) => {
                 let layout = Layout::of::<B, M>(model);
                 let record = FlatMoments::from_safetensors(&bytes, &layout)
                     .and_then(|all| all.into_record::<B, M>(model, &layout))
                     .with_context(|| format!("{file} (from a run with dist.shard_optimizer)"))?;
                 *optimizer = optimizer.clone().load_record(record);
             }
-            (Self::Sharded(zero), OptimFormat::Flat) => {
+            (Kind::Sharded(zero), OptimFormat::Flat) => {
                 let all = FlatMoments::from_safetensors(&bytes, zero.layout())
                     .with_context(|| file.to_string())?;
                 zero.load_moments(&all)?;
             }
-            (Self::Sharded(zero), OptimFormat::BurnRecord) => {
+            (Kind::Sharded(zero), OptimFormat::BurnRecord) => {
                 let all = record_from_bytes::<B, AdamRecord<B, M>>(bytes, device)
                     .and_then(|record| FlatMoments::from_record::<B, M>(model, record))
                     .with_context(|| format!("{file} (from a run without dist.shard_optimizer)"))?;
@@ -164,9 +225,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
 
     /// Bytes of AdamW moments held by this rank.
     pub fn moment_bytes(&self, model: &M) -> u64 {
-        match self {
-            Self::Replicated { optimizer, .. } => replicated_moment_bytes(model, optimizer),
-            Self::Sharded(zero) => zero.moment_bytes(),
+        match &self.kind {
+            Kind::Replicated { optimizer, .. } => replicated_moment_bytes(model, optimizer),
+            Kind::Sharded(zero) => zero.moment_bytes(),
         }
     }
 }

@@ -12,6 +12,7 @@ use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::DType;
 use fucina_dist::Communicator;
 use std::ops::Range;
 use std::time::Instant;
@@ -79,11 +80,21 @@ pub struct ZeroAdamW {
     grads: Vec<f32>,
     /// This rank's block of the weights, updated on the host.
     weights: Vec<f32>,
+    /// Mixed precision: `weights` are the f32 masters of this block, kept from step to step
+    /// (read once, by `read_weights`); otherwise they are read from the model at every step.
+    masters: bool,
+    weights_read: bool,
     pending: bool,
 }
 
 impl ZeroAdamW {
-    pub fn new(adamw: AdamW, max_norm: f64, layout: Layout, rank: usize, world: usize) -> Self {
+    pub fn new(
+        adamw: AdamW,
+        max_norm: f64,
+        layout: Layout,
+        (rank, world): (usize, usize),
+        masters: bool,
+    ) -> Self {
         let total = layout.len();
         // At least one value per rank, so that no collective gets an empty buffer.
         let block = total.div_ceil(world).max(1);
@@ -107,8 +118,51 @@ impl ZeroAdamW {
             flat: vec![0.0; block * world],
             grads: vec![0.0; block],
             weights: vec![0.0; block],
+            masters,
+            weights_read: false,
             pending: false,
         }
+    }
+
+    /// Copies this rank's block of `model`'s trainable weights to the host; with masters, from
+    /// the f32 model before it is cast to the compute dtype.
+    pub fn read_weights<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+    ) -> Result<()> {
+        let mut read = ReadBlock {
+            owned: self.owned.clone(),
+            offset: 0,
+            out: &mut self.weights,
+            error: None,
+        };
+        model.visit(&mut read);
+        if let Some(e) = read.error {
+            return Err(e);
+        }
+        self.weights_read = true;
+        Ok(())
+    }
+
+    /// On rank 0, `model` with its trainable weights replaced by the f32 masters of every
+    /// rank (`None` elsewhere). A collective.
+    pub fn gather_masters<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+        comm: &dyn Communicator,
+    ) -> Result<Option<M>> {
+        ensure!(
+            self.weights_read,
+            "the sharded optimizer holds no master weights yet"
+        );
+        comm.all_gather(&self.weights, &mut self.flat)?;
+        Ok(comm.is_root().then(|| {
+            model.clone().map(&mut WriteBack {
+                flat: &self.flat,
+                offset: 0,
+                dtype: Some(DType::F32),
+            })
+        }))
     }
 
     pub fn layout(&self) -> &Layout {
@@ -180,15 +234,9 @@ impl ZeroAdamW {
             self.pending,
             "an optimizer step without synchronised gradients"
         );
-        let mut read = ReadBlock {
-            owned: self.owned.clone(),
-            offset: 0,
-            out: &mut self.weights,
-            error: None,
-        };
-        model.visit(&mut read);
-        if let Some(e) = read.error {
-            return Err(e);
+        match self.masters {
+            true => ensure!(self.weights_read, "no master weights were read"),
+            false => self.read_weights(&model)?,
         }
         let time = self.moments.time + 1;
         for (range, decay) in &self.segments {
@@ -209,6 +257,7 @@ impl ZeroAdamW {
         let model = model.map(&mut WriteBack {
             flat: &self.flat,
             offset: 0,
+            dtype: None,
         });
         Ok((model, comm_seconds))
     }
@@ -282,6 +331,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for ReadBlock<'_> {
 struct WriteBack<'a> {
     flat: &'a [f32],
     offset: usize,
+    /// The dtype of the new weights; `None`: each weight's own.
+    dtype: Option<DType>,
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for WriteBack<'_> {
@@ -295,8 +346,8 @@ impl<B: AutodiffBackend> ModuleMapper<B> for WriteBack<'_> {
         let values = self.flat[self.offset..self.offset + n].to_vec();
         self.offset += n;
         let data = TensorData::new(values, dims);
-        let inner =
-            Tensor::<B::InnerBackend, D>::from_data(data, (&tensor.device(), tensor.dtype()));
+        let dtype = self.dtype.unwrap_or(tensor.dtype());
+        let inner = Tensor::<B::InnerBackend, D>::from_data(data, (&tensor.device(), dtype));
         let updated = Tensor::from_inner(inner).require_grad();
         Param::from_mapped_value(id, updated, mapper)
     }

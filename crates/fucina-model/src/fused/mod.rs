@@ -13,7 +13,15 @@ pub mod kernels;
 pub mod reference;
 
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{DType, TensorPrimitive};
+
+/// `x` in `dtype`; no operation (and no autodiff node) when it already is.
+pub fn cast<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    match x.dtype() == dtype {
+        true => x,
+        false => x.cast(dtype),
+    }
+}
 
 fn float<B: Backend, const D: usize>(x: Tensor<B, D>) -> B::FloatTensorPrimitive {
     x.into_primitive().tensor()
@@ -70,8 +78,10 @@ pub fn rms_norm<B: Backend, const D: usize>(
     reference::rms_norm(x, gamma, eps)
 }
 
-/// −log softmax(logits)[target] for each row of `logits` [rows, vocab].
+/// −log softmax(logits)[target] for each row of `logits` [rows, vocab], in f32 whatever the
+/// dtype of the logits (bf16 logits are widened first, so Flex's fused kernel takes them).
 pub fn nll<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let logits = cast(logits, DType::F32);
     // The targets come to the host only on the CPU backend: elsewhere that would be a sync.
     #[cfg(feature = "flex")]
     let logits = match flex::is_flex::<B>() {

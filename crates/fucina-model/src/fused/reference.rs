@@ -1,8 +1,13 @@
-//! burn's own operations for what `fused` does in one kernel: used on every backend but Flex,
-//! and by the tests as the independent computation the fused kernels must match.
+//! burn's own operations for what `fused` does in one kernel: used on every backend but Flex
+//! (and on Flex for bf16 tensors), and by the tests as the independent computation the fused
+//! kernels must match. Whatever the dtype of their inputs, softmax, log-softmax and the RMS
+//! statistics are computed in f32, as PyTorch's autocast does: their exponentials and sums of
+//! squares lose too much in bf16's 8-bit mantissa.
 
+use super::cast;
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, silu, softmax};
+use burn::tensor::DType;
 
 pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
     let groups = q.dims()[2] / k.dims()[2];
@@ -22,12 +27,20 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
         repeat(k.swap_dims(1, 2)),
         repeat(v.swap_dims(1, 2)),
     );
-    causal_softmax(q.matmul(k.swap_dims(2, 3)))
-        .matmul(v)
-        .swap_dims(1, 2)
+    let dtype = q.dtype();
+    // Scores and probabilities in f32; the products with q, k and v in the inputs' dtype.
+    cast(
+        causal_softmax(cast(q.matmul(k.swap_dims(2, 3)), DType::F32)),
+        dtype,
+    )
+    .matmul(v)
+    .swap_dims(1, 2)
 }
 
+/// In f32, returned in the dtype of `scores`.
 pub fn causal_softmax<B: Backend, const D: usize>(scores: Tensor<B, D>) -> Tensor<B, D> {
+    let dtype = scores.dtype();
+    let scores = cast(scores, DType::F32);
     let dims = scores.dims();
     let (q, k) = (dims[D - 2], dims[D - 1]);
     let device = scores.device();
@@ -38,10 +51,10 @@ pub fn causal_softmax<B: Backend, const D: usize>(scores: Tensor<B, D>) -> Tenso
             false => 0.0,
         })
         .collect();
-    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [1, q * k]), &device);
+    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [1, q * k]), (&device, DType::F32));
     let rows = dims.iter().take(D - 2).product::<usize>();
     let masked = scores.reshape([rows, q * k]) + mask;
-    softmax(masked.reshape(dims), D - 1)
+    cast(softmax(masked.reshape(dims), D - 1), dtype)
 }
 
 pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
@@ -53,20 +66,17 @@ pub fn rms_norm<B: Backend, const D: usize>(
     gamma: Tensor<B, 1>,
     eps: f64,
 ) -> Tensor<B, D> {
-    // As burn's `RmsNorm`: the mean square in f32 whatever the working precision.
+    // As Hugging Face's LlamaRMSNorm: normalised in f32, then cast back and scaled by gamma.
     let dtype = x.dtype();
-    let rms = (x
-        .clone()
-        .cast(burn::tensor::DType::F32)
-        .square()
-        .mean_dim(D - 1)
-        + eps)
-        .sqrt();
-    (x / rms.cast(dtype)) * gamma.unsqueeze()
+    let x = cast(x, DType::F32);
+    let rms = (x.clone().square().mean_dim(D - 1) + eps).sqrt();
+    cast(x / rms, dtype) * cast(gamma, dtype).unsqueeze()
 }
 
+/// In f32 whatever the dtype of `logits`.
 pub fn nll<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     let rows = logits.dims()[0];
+    let logits = cast(logits, DType::F32);
     let picked = log_softmax(logits, 1).gather(1, targets.reshape([rows, 1]));
     picked.reshape([rows]).neg()
 }
