@@ -5,6 +5,7 @@ use crate::rope::Rope;
 use crate::{attention::linear, attention::Attention, config::LlamaConfig, fused, mlp::Mlp};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
@@ -29,12 +30,17 @@ impl<B: Backend> Block<B> {
         }
     }
 
+    /// `x`: the residual stream, f32 in every precision; the branches compute in the weights'
+    /// dtype and are added back in f32, as under PyTorch's autocast (a bf16 residual stream
+    /// rounds every layer's contribution to 8 bits of the running sum).
     fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
-        let x = x.clone()
-            + self
-                .self_attn
-                .forward(norm(&self.input_layernorm, x), rope, start);
-        x.clone() + self.mlp.forward(norm(&self.post_attention_layernorm, x))
+        let dtype = x.dtype();
+        let attn = (self.self_attn).forward(norm(&self.input_layernorm, x.clone()), rope, start);
+        let x = x + fused::cast(attn, dtype);
+        let mlp = self
+            .mlp
+            .forward(norm(&self.post_attention_layernorm, x.clone()));
+        x + fused::cast(mlp, dtype)
     }
 }
 
@@ -81,7 +87,7 @@ impl<B: Backend> Llama<B> {
 
     /// Logits [batch, seq, vocab] for tokens [batch, seq] at positions `0..seq`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let mut x = self.embed_tokens.forward(tokens);
+        let mut x = fused::cast(self.embed_tokens.forward(tokens), DType::F32);
         for layer in &self.layers {
             x = layer.forward(x, &self.rope, 0);
         }
@@ -113,7 +119,11 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int
 }
 
 /// burn's `RmsNorm` module holds the weights (and names them as checkpoints expect); the
-/// arithmetic is the fused kernel's.
+/// arithmetic is the fused kernel's, in the dtype of the residual stream `x` (f32), and the
+/// result is cast to the weights' dtype for the projections that follow.
 fn norm<B: Backend>(norm: &RmsNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    fused::rms_norm(x, norm.gamma.val(), norm.epsilon)
+    let gamma = norm.gamma.val();
+    let dtype = gamma.dtype();
+    let y = fused::rms_norm(x.clone(), fused::cast(gamma, x.dtype()), norm.epsilon);
+    fused::cast(y, dtype)
 }

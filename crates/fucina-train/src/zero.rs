@@ -14,6 +14,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 use fucina_dist::Communicator;
+use fucina_model::fused::cast;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -347,7 +348,10 @@ impl<B: AutodiffBackend> ModuleMapper<B> for WriteBack<'_> {
         self.offset += n;
         let data = TensorData::new(values, dims);
         let dtype = self.dtype.unwrap_or(tensor.dtype());
-        let inner = Tensor::<B::InnerBackend, D>::from_data(data, (&tensor.device(), dtype));
+        // Made in f32 and cast as `precision::cast_params` casts, so a resumed run's bf16
+        // weights (cast from the checkpoint's masters) are bit for bit those of this path.
+        let inner = Tensor::<B::InnerBackend, D>::from_data(data, (&tensor.device(), DType::F32));
+        let inner = cast(inner, dtype);
         let updated = Tensor::from_inner(inner).require_grad();
         Param::from_mapped_value(id, updated, mapper)
     }

@@ -17,6 +17,14 @@ use fucina_train::{train, TrainOptions};
 
 type Ad = Autodiff<Flex>;
 
+/// Flex's weight initialisation draws from one process-wide RNG: runs of tests on other
+/// threads would interleave their draws with a run's own and change its initial weights.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Deterministic values in ±[lo, hi).
 fn spread(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -81,6 +89,7 @@ fn gradients<M: Module<Ad>>(model: &M) -> GradientsParams {
 /// One AdamW step at lr 3e-5 through the trainer's optimizer; returns the weights before and
 /// after (the f32 masters with masters, else the model's), and the gradients it was given.
 fn one_step(precision: &str) -> (Vec<(Vec<f32>, bool)>, Vec<(Vec<f32>, bool)>, Vec<Vec<f32>>) {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny_run(
         tmp.path(),
@@ -158,6 +167,7 @@ fn masters_move_as_f32_adamw_while_pure_bf16_loses_the_update() {
 
 /// A `tiny` run of `steps` in `precision`, with checkpoints every `every` steps.
 fn run(dir: &std::path::Path, precision: &str, extra: &[&str]) -> Vec<f64> {
+    let _serial = serial();
     let mut overrides = vec![format!("precision={precision}")];
     overrides.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = overrides.iter().map(String::as_str).collect();
@@ -188,20 +198,22 @@ fn mixed_precision_follows_the_f32_run() {
         .zip(&bf16)
         .map(|(a, b)| (a - b).abs() / a)
         .fold(0.0, f64::max);
+    eprintln!("f32  {f32:.4?}\nbf16 {bf16:.4?}");
     eprintln!(
         "mini, 50 steps: f32 {:.4} → {:.4}, bf16 {:.4} → {:.4}, worst relative gap {worst:.2e}",
         f32[0], f32[49], bf16[0], bf16[49]
     );
-    // bf16 keeps 8 significant bits: each matmul output and activation is off by up to
-    // 2⁻⁹ ≈ 0.2 % of itself, so a step's loss moves by about that much per layer it passes
-    // (4 blocks, each with two residual branches, and the head: ~9 roundings in series, ~1 %
-    // if they added up), and the trajectories drift apart by as much again over 50 steps.
+    // bf16 keeps 8 significant bits: each matmul output, activation and weight copy is off
+    // by up to 2⁻⁹ ≈ 0.2 % of itself. A token's loss passes ~9 such roundings in series (4
+    // blocks of two branches, and the head): ~1.8 % if they all added up, ~3·2⁻⁹ ≈ 0.6 % as
+    // independent errors, and the step's loss, a mean over 512 tokens, ~0.6 %/√512 ≈ 0.03 %.
+    // Fifty steps let the two trajectories drift apart; 10× the one-step figure bounds that.
     assert!(
-        worst < 0.02,
-        "bf16 strays from f32 by {worst:.3} of the loss"
+        worst < 3e-3,
+        "bf16 strays from f32 by {worst:.2e} of the loss"
     );
     assert!(
-        bf16[49] < bf16[0] - 1.0,
+        bf16[49] < bf16[0] - 0.8,
         "the bf16 run must learn: {bf16:?}"
     );
 }
@@ -219,12 +231,18 @@ fn mixed_precision_resumes_exactly() {
             stop_after: Some(3),
             ..Default::default()
         };
-        let first = train(config.clone(), &SingleProcess, stop).unwrap().losses;
+        let first = {
+            let _serial = serial();
+            train(config.clone(), &SingleProcess, stop).unwrap().losses
+        };
         let resume = TrainOptions {
             resume: Some("auto".into()),
             ..Default::default()
         };
-        let second = train(config, &SingleProcess, resume).unwrap().losses;
+        let second = {
+            let _serial = serial();
+            train(config, &SingleProcess, resume).unwrap().losses
+        };
         let joined: Vec<u64> = first.iter().chain(&second).map(|l| l.to_bits()).collect();
         let expected: Vec<u64> = whole.iter().map(|l| l.to_bits()).collect();
         assert_eq!(
