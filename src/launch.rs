@@ -262,7 +262,10 @@ fn what_would_fit(
     let fits = |extra: &[&str], ranks: u32| -> Result<bool> {
         let mut all = overrides.to_vec();
         all.extend(extra.iter().map(|s| s.to_string()));
-        let config = RunConfig::load(&args.config, &all)?;
+        // A change the config cannot take (a micro-batch that no longer divides) is no fix.
+        let Ok(config) = RunConfig::load(&args.config, &all) else {
+            return Ok(false);
+        };
         let mem = memory::estimate(&config, ranks as usize)?;
         Ok((mem.device_total(config.backend.is_cpu()) as f64 / GIB) <= have)
     };

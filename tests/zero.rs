@@ -191,3 +191,35 @@ fn a_skipped_step_leaves_sharded_weights_and_moments_as_they_were() {
         "sharded vs replicated, step 3 skipped",
     );
 }
+
+/// Mixed precision across ranks: 2 ranks follow 1 rank, replicated and sharded. One thread per
+/// rank, so every micro-batch is computed in the same parts (bf16 gradients round per part);
+/// what remains is the order of f32 sums, which can flip a weight's bf16 rounding.
+#[test]
+fn mixed_precision_on_two_ranks_follows_one_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path());
+    let bf16 = ["--set", "precision=bf16"];
+    let single = tmp.path().join("bf16-np1");
+    check(&train(1, &config, &single, &bf16), "bf16, 1 rank");
+    let reference = losses(&single);
+    for (name, extra) in [("replicated", &[][..]), ("sharded", SHARD)] {
+        let dir = tmp.path().join(format!("bf16-np2-{name}"));
+        let args: Vec<&str> = bf16.iter().chain(extra).copied().collect();
+        let stderr = check(&train(2, &config, &dir, &args), name);
+        assert!(stderr.contains("replicas identical on 2 ranks"), "{stderr}");
+        let curve = losses(&dir);
+        // A flipped bf16 rounding moves a weight by one bf16 ULP (2⁻⁸ of itself) in one
+        // step: 1e-3 of the loss bounds a few such flips over 20 steps, far below what a
+        // lost gradient or a wrong average would do (see the f32 tests: 1e-4).
+        assert_eq!(curve.len(), reference.len());
+        for (step, (x, y)) in curve.iter().zip(&reference).enumerate() {
+            let (x, y) = (x.unwrap(), y.unwrap());
+            assert!(
+                (x - y).abs() <= 1e-3 * y,
+                "{name}, step {}: {x} vs {y}",
+                step + 1
+            );
+        }
+    }
+}

@@ -121,10 +121,16 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
         (true, true) => block * 4,
         (true, false) => trainable * 4,
     };
-    let contributions = match cpu {
+    // Gradients summed on the device: the parts of a CPU micro-batch, and the micro-batches
+    // of a step unless the sharded optimizer sums them on the host.
+    let parts = match cpu {
         true => cpu_parts(rows, config.data.seq_len),
         false => 1,
-    } * accumulation_steps(config, world_size);
+    };
+    let contributions = match sharded {
+        true => parts,
+        false => parts * accumulation_steps(config, world_size),
+    };
     let f32_gradients = match (bytes, contributions > 1 || masters > 0 && !sharded) {
         (2, true) => trainable * 4,
         _ => 0,

@@ -66,16 +66,3 @@ pub fn widen_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     model.visit(&mut widen);
     widen.grads
 }
-
-/// Whether any float parameter of `model` is held in a dtype other than f32.
-pub fn holds_half<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> bool {
-    struct Any(bool);
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Any {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0 |= param.val().dtype() != DType::F32;
-        }
-    }
-    let mut any = Any(false);
-    model.visit(&mut any);
-    any.0
-}

@@ -27,12 +27,13 @@ pub fn cpu_parts(rows: usize, seq_len: usize) -> usize {
 
 /// Accumulates into `grads` the gradient of the micro-batch's loss share (÷ `accum`) and
 /// returns that loss. `rows` sequences in `parts` (see `cpu_parts`), `scale` as for
-/// `micro_loss`; `poison` turns the loss into NaN (the fault injection of the non-finite tests).
+/// `micro_loss`; `widen`: bf16 gradients are widened to f32 before they are summed (see the
+/// trainer); `poison` turns the loss into NaN (the fault injection of the non-finite tests).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward<B: AutodiffBackend>(
     model: &Llama<B>,
     batch: &Batch,
-    (rows, parts): (usize, usize),
+    (rows, parts, widen): (usize, usize, bool),
     scale: f64,
     accum: usize,
     poison: bool,
@@ -43,9 +44,6 @@ pub fn forward_backward<B: AutodiffBackend>(
         true => loss.mul_scalar(f64::NAN),
         false => loss,
     };
-    // bf16 gradients are summed over micro-batches and parts in f32; one contribution alone
-    // is widened when it is copied to the host for the all-reduce.
-    let widen = accum * parts > 1 && crate::precision::holds_half(model);
     let widened = |part: GradientsParams| match widen {
         true => crate::precision::widen_grads(model, part),
         false => part,

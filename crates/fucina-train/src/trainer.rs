@@ -275,6 +275,7 @@ fn run<B: AutodiffBackend>(
     }
     let mut model = updater.adopt(model)?;
 
+    let half = config.precision != crate::config::Precision::F32;
     let total = config.train.steps;
     let stop = options.stop_after.unwrap_or(total).min(total);
     let mut reporter = Reporter::new(out_dir, comm.is_root(), state.step, total)?;
@@ -309,11 +310,17 @@ fn run<B: AutodiffBackend>(
             true => cpu_parts(rows, config.data.seq_len),
             false => 1,
         };
+        let on_host = updater.accumulates_on_host();
+        // bf16 gradients are summed in f32: widened on the device where it sums them.
+        let widen = (parts > 1 || (accum > 1 && !on_host)) && half;
         for micro in 0..accum {
             let batch = loader.micro_batch(step, micro);
             let acc = &mut accumulator;
-            let split = (rows, parts);
+            let split = (rows, parts, widen);
             loss_sum += forward_backward(&model, &batch, split, scale, accum, poison, acc, device);
+            if on_host && micro + 1 < accum {
+                updater.accumulate(&model, accumulator.grads())?;
+            }
         }
         watchdog.enter("gradient all-reduce", step + 1);
         let mut sync = updater.sync(&model, accumulator.grads(), comm)?;

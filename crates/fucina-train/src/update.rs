@@ -14,7 +14,7 @@ use crate::grads::{GradSync, SyncStats};
 use crate::optim::AdamW;
 use crate::precision::{cast_frozen, cast_params};
 use crate::zero::{Layout, ZeroAdamW};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsParams, Optimizer};
@@ -119,6 +119,23 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
                 Ok(stats)
             }
             Kind::Sharded(zero) => zero.sync(model, step_grads, comm),
+        }
+    }
+
+    /// Whether micro-batch gradients go to `accumulate` (the host's f32 sum of the sharded
+    /// optimizer) rather than being summed on the device.
+    pub fn accumulates_on_host(&self) -> bool {
+        matches!(self.kind, Kind::Sharded(_))
+    }
+
+    /// Adds one micro-batch's gradients to the step's host sum (see `accumulates_on_host`);
+    /// `sync` adds the last one.
+    pub fn accumulate(&mut self, model: &M, grads: GradientsParams) -> Result<()> {
+        match &mut self.kind {
+            Kind::Sharded(zero) => zero.accumulate::<B, M>(model, grads),
+            Kind::Replicated { .. } => {
+                bail!("the replicated optimizer sums gradients on the device")
+            }
         }
     }
 

@@ -85,6 +85,8 @@ pub struct ZeroAdamW {
     /// (read once, by `read_weights`); otherwise they are read from the model at every step.
     masters: bool,
     weights_read: bool,
+    /// `flat` holds a partial sum of this step's micro-batch gradients.
+    summing: bool,
     pending: bool,
 }
 
@@ -121,6 +123,7 @@ impl ZeroAdamW {
             weights: vec![0.0; block],
             masters,
             weights_read: false,
+            summing: false,
             pending: false,
         }
     }
@@ -180,24 +183,12 @@ impl ZeroAdamW {
     pub fn sync<B: AutodiffBackend, M: AutodiffModule<B>>(
         &mut self,
         model: &M,
-        mut grads: GradientsParams,
+        grads: GradientsParams,
         comm: &dyn Communicator,
     ) -> Result<SyncStats> {
         let started = Instant::now();
-        let FlatGrads { parts, shapes } = flatten::<B, M>(model, &mut grads);
-        let same = shapes.len() == self.layout.0.len()
-            && shapes.iter().zip(&self.layout.0).all(|((_, a), b)| a == b);
-        if !same {
-            bail!("the trainable parameters changed shape after the sharded optimizer was built");
-        }
-        let mut offset = 0;
-        for part in parts {
-            let values = download(part)?;
-            self.flat[offset..offset + values.len()].copy_from_slice(&values);
-            offset += values.len();
-        }
-        self.flat[offset..].fill(0.0);
-
+        self.accumulate::<B, M>(model, grads)?;
+        self.summing = false;
         let blocked = Instant::now();
         comm.reduce_scatter_sum(&self.flat, &mut self.grads)?;
         let mut squares = [sum_of_squares(&self.grads) as f32];
@@ -216,6 +207,37 @@ impl ZeroAdamW {
             sync_seconds: started.elapsed().as_secs_f64(),
             comm_seconds,
         })
+    }
+
+    /// Adds a micro-batch's gradients into the host's f32 sum of the step (the buffer the
+    /// reduce-scatter sends): on a GPU, accumulation over micro-batches then needs no f32
+    /// gradient-sized buffer on the device, only one micro-batch's bf16 gradients.
+    pub fn accumulate<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+        mut grads: GradientsParams,
+    ) -> Result<()> {
+        let FlatGrads { parts, shapes } = flatten::<B, M>(model, &mut grads);
+        let same = shapes.len() == self.layout.0.len()
+            && shapes.iter().zip(&self.layout.0).all(|((_, a), b)| a == b);
+        if !same {
+            bail!("the trainable parameters changed shape after the sharded optimizer was built");
+        }
+        let mut offset = 0;
+        for part in parts {
+            let values = download(part)?;
+            let sum = &mut self.flat[offset..offset + values.len()];
+            match self.summing {
+                true => sum.iter_mut().zip(&values).for_each(|(s, v)| *s += v),
+                false => sum.copy_from_slice(&values),
+            }
+            offset += values.len();
+        }
+        if !self.summing {
+            self.flat[offset..].fill(0.0);
+        }
+        self.summing = true;
+        Ok(())
     }
 
     /// Forgets the synchronised gradients of a skipped step.
