@@ -29,7 +29,8 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
+    /// `x`: [batch, seq, hidden] at positions `start..start+seq`.
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
         let x = x.clone()
             + self
                 .self_attn
@@ -79,12 +80,27 @@ impl<B: Backend> Llama<B> {
         self.rope.max_positions()
     }
 
+    /// The rotary tables every block applies.
+    pub fn rope(&self) -> &Rope<B> {
+        &self.rope
+    }
+
     /// Logits [batch, seq, vocab] for tokens [batch, seq] at positions `0..seq`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let mut x = self.embed_tokens.forward(tokens);
+        let mut x = self.embed(tokens);
         for layer in &self.layers {
             x = layer.forward(x, &self.rope, 0);
         }
+        self.logits_of(x)
+    }
+
+    /// The first block's input [batch, seq, hidden] for tokens [batch, seq].
+    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.embed_tokens.forward(tokens)
+    }
+
+    /// Logits [batch, seq, vocab] of the last block's output: the final norm and the head.
+    pub fn logits_of(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         // One [batch·seq, hidden] gemm rather than a batch of per-row ones (see `project`).
         let x = norm(&self.norm, x).reshape([batch * seq, hidden]);
