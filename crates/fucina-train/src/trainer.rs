@@ -305,7 +305,18 @@ fn run<B: AutodiffBackend>(
             let batch = loader.micro_batch(step, micro);
             let acc = &mut accumulator;
             let split = (rows, parts);
-            loss_sum += forward_backward(&model, &batch, split, scale, accum, poison, acc, device);
+            let checkpointing = config.train.activation_checkpointing;
+            loss_sum += forward_backward(
+                &model,
+                &batch,
+                split,
+                scale,
+                accum,
+                poison,
+                checkpointing,
+                acc,
+                device,
+            );
         }
         watchdog.enter("gradient all-reduce", step + 1);
         let mut sync = updater.sync(&model, accumulator.grads(), comm)?;
