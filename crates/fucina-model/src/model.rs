@@ -30,10 +30,11 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    /// `x`: the residual stream, f32 in every precision; the branches compute in the weights'
-    /// dtype and are added back in f32, as under PyTorch's autocast (a bf16 residual stream
-    /// rounds every layer's contribution to 8 bits of the running sum).
-    fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
+    /// `x`: [batch, seq, hidden] at positions `start..start+seq`, the residual stream, f32 in
+    /// every precision; the branches compute in the weights' dtype and are added back in f32,
+    /// as under PyTorch's autocast (a bf16 residual stream rounds every layer's contribution
+    /// to 8 bits of the running sum).
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
         let dtype = x.dtype();
         let attn = (self.self_attn).forward(norm(&self.input_layernorm, x.clone()), rope, start);
         let x = x + fused::cast(attn, dtype);
@@ -85,12 +86,28 @@ impl<B: Backend> Llama<B> {
         self.rope.max_positions()
     }
 
+    /// The rotary tables every block applies.
+    pub fn rope(&self) -> &Rope<B> {
+        &self.rope
+    }
+
     /// Logits [batch, seq, vocab] for tokens [batch, seq] at positions `0..seq`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let mut x = fused::cast(self.embed_tokens.forward(tokens), DType::F32);
+        let mut x = self.embed(tokens);
         for layer in &self.layers {
             x = layer.forward(x, &self.rope, 0);
         }
+        self.logits_of(x)
+    }
+
+    /// The first block's input [batch, seq, hidden] for tokens [batch, seq].
+    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        // The residual stream starts in f32 whatever the weights' dtype (see `Block::forward`).
+        fused::cast(self.embed_tokens.forward(tokens), DType::F32)
+    }
+
+    /// Logits [batch, seq, vocab] of the last block's output: the final norm and the head.
+    pub fn logits_of(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         // One [batch·seq, hidden] gemm rather than a batch of per-row ones (see `project`).
         let x = norm(&self.norm, x).reshape([batch * seq, hidden]);

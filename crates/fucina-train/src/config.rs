@@ -146,6 +146,18 @@ pub struct TrainConfig {
     /// Skipped steps tolerated over the whole run before it aborts anyway.
     #[serde(default = "default_max_skips")]
     pub max_nonfinite_skips: u64,
+    /// `block`: each decoder block keeps only its input for the backward pass and recomputes
+    /// the rest there (less memory, one more forward pass of the blocks); `none` keeps it all.
+    #[serde(default)]
+    pub activation_checkpointing: Checkpointing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkpointing {
+    #[default]
+    None,
+    Block,
 }
 
 fn default_weight_decay() -> f64 {
@@ -304,6 +316,13 @@ impl RunConfig {
     fn validate(&self) -> Result<()> {
         if let Some(lora) = &self.lora {
             lora.validate()?;
+            // A recomputed block would draw a different dropout mask than its first forward.
+            if lora.dropout > 0.0 && self.train.activation_checkpointing == Checkpointing::Block {
+                bail!(
+                    "lora.dropout = {} cannot be used with train.activation_checkpointing = \"block\": the recomputed blocks would drop other values than the forward pass did; set one of them to 0 / \"none\"",
+                    lora.dropout
+                );
+            }
         }
         if self.precision != Precision::F32 {
             let why = match self.backend {

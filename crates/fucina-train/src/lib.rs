@@ -4,6 +4,7 @@ pub mod alloc;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod checkpointing;
 pub mod config;
 pub mod consistency;
 mod cpu_peak;

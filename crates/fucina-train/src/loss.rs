@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use fucina_data::Batch;
-use fucina_model::{fused, Llama};
+use fucina_model::{cross_entropy, fused, Llama};
 
 pub fn tokens_to_tensor<B: Backend>(
     tokens: &[u32],
@@ -19,15 +19,11 @@ pub fn tokens_to_tensor<B: Backend>(
 
 /// Σ over masked-in targets of −log p(target).
 fn masked_nll_sum<B: Backend>(
-    model: &Llama<B>,
-    batch: &Batch,
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
     mask: &[u8],
-    rows: usize,
     device: &B::Device,
 ) -> Tensor<B, 1> {
-    let inputs = tokens_to_tensor::<B>(&batch.inputs, rows, device);
-    let targets = tokens_to_tensor::<B>(&batch.targets, rows, device);
-    let logits = model.forward(inputs);
     let [b, s, v] = logits.dims();
     let nll = fused::nll(logits.reshape([b * s, v]), targets.reshape([b * s]));
     let weights: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
@@ -44,13 +40,22 @@ pub fn micro_loss<B: Backend>(
     scale: f64,
     device: &B::Device,
 ) -> Tensor<B, 1> {
+    let inputs = tokens_to_tensor::<B>(&batch.inputs, rows, device);
+    logits_loss(model.forward(inputs), batch, rows, scale, device)
+}
+
+/// `micro_loss` from the batch's logits [rows, seq, vocab], however they were computed.
+pub fn logits_loss<B: Backend>(
+    logits: Tensor<B, 3>,
+    batch: &Batch,
+    rows: usize,
+    scale: f64,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let targets = tokens_to_tensor::<B>(&batch.targets, rows, device);
     match &batch.mask {
-        Some(mask) => masked_nll_sum(model, batch, mask, rows, device).mul_scalar(scale),
-        None => {
-            let inputs = tokens_to_tensor::<B>(&batch.inputs, rows, device);
-            let targets = tokens_to_tensor::<B>(&batch.targets, rows, device);
-            model.loss(inputs, targets)
-        }
+        Some(mask) => masked_nll_sum(logits, targets, mask, device).mul_scalar(scale),
+        None => cross_entropy(logits, targets),
     }
 }
 

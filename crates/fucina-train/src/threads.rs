@@ -4,7 +4,9 @@
 //! copy: measured, 2 threads gave 1.1× one. Each thread works on its rows with its own autodiff
 //! graph, and the gradients are summed as micro-batch gradients are.
 
-use crate::loss::micro_loss;
+use crate::checkpointing;
+use crate::config::Checkpointing;
+use crate::loss::{logits_loss, tokens_to_tensor};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
@@ -37,25 +39,48 @@ pub fn forward_backward<B: AutodiffBackend>(
     scale: f64,
     accum: usize,
     poison: bool,
+    checkpointing: Checkpointing,
     grads: &mut GradientsAccumulator<Llama<B>>,
     device: &B::Device,
 ) -> f64 {
-    let poisoned = |loss: Tensor<B, 1>| match poison {
-        true => loss.mul_scalar(f64::NAN),
-        false => loss,
+    let part = |model: &Llama<B>, batch: &Batch, part_rows: usize| {
+        // The unmasked loss is a mean over rows: a share of it weighs its rows.
+        let weight = match batch.mask {
+            Some(_) => 1.0,
+            None => part_rows as f64 / rows as f64,
+        };
+        let mut value = 0.0;
+        let mut loss_of = |logits: Tensor<B, 3>| {
+            let loss = logits_loss(logits, batch, part_rows, scale, device);
+            let loss = if weight == 1.0 {
+                loss
+            } else {
+                loss.mul_scalar(weight)
+            };
+            let loss = match poison {
+                true => loss.mul_scalar(f64::NAN),
+                false => loss,
+            };
+            value = loss.clone().into_scalar().elem::<f64>();
+            loss.div_scalar(accum as f64)
+        };
+        let tokens = tokens_to_tensor::<B>(&batch.inputs, part_rows, device);
+        let part_grads = match checkpointing {
+            Checkpointing::None => {
+                let loss = loss_of(model.forward(tokens));
+                GradientsParams::from_grads(loss.backward(), model)
+            }
+            Checkpointing::Block => checkpointing::gradients(model, tokens, loss_of),
+        };
+        (value, part_grads)
     };
     let widened = |part: GradientsParams| match widen {
         true => crate::precision::widen_grads(model, part),
         false => part,
     };
     if parts == 1 {
-        let loss = poisoned(micro_loss(model, batch, rows, scale, device));
-        let value = loss.clone().into_scalar().elem::<f64>();
-        let step_grads = loss.div_scalar(accum as f64).backward();
-        grads.accumulate(
-            model,
-            widened(GradientsParams::from_grads(step_grads, model)),
-        );
+        let (value, part_grads) = part(model, batch, rows);
+        grads.accumulate(model, widened(part_grads));
         return value;
     }
     let chunks = split_rows(batch, rows, parts);
@@ -67,18 +92,7 @@ pub fn forward_backward<B: AutodiffBackend>(
     let results: Vec<(f64, GradientsParams)> = replicas
         .into_par_iter()
         .zip(chunks.into_par_iter())
-        .map(|(replica, (chunk, chunk_rows))| {
-            // The unmasked loss is a mean over rows: a share of it weighs its rows.
-            let weight = match chunk.mask {
-                Some(_) => 1.0,
-                None => chunk_rows as f64 / rows as f64,
-            };
-            let loss = micro_loss(&replica, &chunk, chunk_rows, scale, device).mul_scalar(weight);
-            let loss = poisoned(loss);
-            let value = loss.clone().into_scalar().elem::<f64>();
-            let step_grads = loss.div_scalar(accum as f64).backward();
-            (value, GradientsParams::from_grads(step_grads, &replica))
-        })
+        .map(|(replica, (chunk, chunk_rows))| part(&replica, &chunk, chunk_rows))
         .collect();
     let mut total = 0.0;
     for (value, part) in results {

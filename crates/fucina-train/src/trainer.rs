@@ -317,7 +317,18 @@ fn run<B: AutodiffBackend>(
             let batch = loader.micro_batch(step, micro);
             let acc = &mut accumulator;
             let split = (rows, parts, widen);
-            loss_sum += forward_backward(&model, &batch, split, scale, accum, poison, acc, device);
+            let checkpointing = config.train.activation_checkpointing;
+            loss_sum += forward_backward(
+                &model,
+                &batch,
+                split,
+                scale,
+                accum,
+                poison,
+                checkpointing,
+                acc,
+                device,
+            );
             if on_host && micro + 1 < accum {
                 updater.accumulate(&model, accumulator.grads())?;
             }

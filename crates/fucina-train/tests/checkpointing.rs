@@ -1,0 +1,245 @@
+//! `train.activation_checkpointing = "block"` computes the gradients the plain backward does,
+//! on the Flex backend with its fused kernels: for a full model (untied and tied head), under
+//! LoRA (frozen weights get none), for the masked chat loss, with the rows split into parts,
+//! and it trains the same 20 steps.
+
+mod common;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use common::B;
+use fucina_data::Batch;
+use fucina_dist::SingleProcess;
+use fucina_model::{Llama, LlamaConfig, LoraSpec};
+use fucina_train::config::Checkpointing;
+use fucina_train::threads::forward_backward;
+use fucina_train::{train, TrainOptions};
+
+type AD = burn::backend::Autodiff<B>;
+
+/// One test at a time: a test thread outside rayon's pool that holds a burn autodiff graph
+/// lock in `backward` waits for the pool's gemm workers, which may be waiting for that lock to
+/// clean up another test's graph (seen: a deadlock). A run has only one such thread.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const ROWS: usize = 4;
+const SEQ: usize = 32;
+
+fn tiny(extra: &[&str]) -> LlamaConfig {
+    let tmp = tempfile::tempdir().unwrap();
+    common::tiny_run(tmp.path(), extra).model_config().unwrap()
+}
+
+fn model(config: &LlamaConfig, lora: bool) -> Llama<AD> {
+    let device = Default::default();
+    AD::seed(&device, 7);
+    let model = Llama::<AD>::new(config, &device);
+    if !lora {
+        return model;
+    }
+    let spec = LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        target_modules: ["q_proj", "v_proj", "o_proj", "down_proj"]
+            .map(String::from)
+            .into(),
+    };
+    let mut model = model.with_lora(&spec, 3, &device);
+    // A fresh adapter's B is zero, which would make every A gradient zero on both sides.
+    for layer in &mut model.layers {
+        let (a, m) = (&mut layer.self_attn, &mut layer.mlp);
+        for adapter in [
+            &mut a.q_lora,
+            &mut a.v_lora,
+            &mut a.o_lora,
+            &mut m.down_lora,
+        ] {
+            let adapter = adapter.as_mut().unwrap();
+            adapter.lora_b = adapter.lora_b.clone().map(|b| {
+                b.random_like(Distribution::Normal(0.0, 0.05))
+                    .require_grad()
+            });
+        }
+    }
+    model
+}
+
+/// Deterministic pseudo-random tokens, and a mask that keeps about half of the targets.
+fn batch(vocab: usize, masked: bool) -> Batch {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let n = ROWS * SEQ;
+    let tokens: Vec<u32> = (0..=n).map(|_| (next() % vocab as u64) as u32).collect();
+    Batch {
+        inputs: tokens[..n].to_vec(),
+        targets: tokens[1..].to_vec(),
+        mask: masked.then(|| (0..n).map(|_| (next() % 2) as u8).collect()),
+    }
+}
+
+fn gradients(
+    model: &Llama<AD>,
+    batch: &Batch,
+    parts: usize,
+    checkpointing: Checkpointing,
+) -> (f64, GradientsParams) {
+    let scale = match &batch.mask {
+        Some(mask) => 1.0 / mask.iter().map(|&m| m as f64).sum::<f64>(),
+        None => 1.0,
+    };
+    let mut acc = GradientsAccumulator::new();
+    let device = Default::default();
+    let split = (ROWS, parts, false);
+    let loss = forward_backward(
+        model,
+        batch,
+        split,
+        scale,
+        2,
+        false,
+        checkpointing,
+        &mut acc,
+        &device,
+    );
+    (loss, acc.grads())
+}
+
+/// For each parameter: (has a gradient on each side, max |a − b| / max |b|).
+fn compare(model: &Llama<AD>, a: &GradientsParams, b: &GradientsParams) -> Vec<(bool, bool, f64)> {
+    struct Compare<'a>(
+        &'a GradientsParams,
+        &'a GradientsParams,
+        Vec<(bool, bool, f64)>,
+    );
+    impl ModuleVisitor<AD> for Compare<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AD, D>>) {
+            let (a, b) = (self.0.get::<B, D>(param.id), self.1.get::<B, D>(param.id));
+            let error = match (a, b) {
+                (Some(a), Some(b)) => {
+                    let scale = b.clone().abs().max().into_scalar();
+                    let diff = (a - b).abs().max().into_scalar();
+                    assert!(scale > 0.0, "a zero gradient proves nothing");
+                    (diff / scale) as f64
+                }
+                _ => 0.0,
+            };
+            let has = |g: &GradientsParams| g.get::<B, D>(param.id).is_some();
+            self.2.push((has(self.0), has(self.1), error));
+        }
+    }
+    let mut visitor = Compare(a, b, Vec::new());
+    model.visit(&mut visitor);
+    visitor.2
+}
+
+fn check(config: &LlamaConfig, lora: bool, masked: bool) {
+    let model = model(config, lora);
+    let batch = batch(config.vocab_size, masked);
+    for parts in [1, 2] {
+        let (loss, plain) = gradients(&model, &batch, parts, Checkpointing::None);
+        let (loss_ckpt, ckpt) = gradients(&model, &batch, parts, Checkpointing::Block);
+        let case = format!("lora {lora}, masked {masked}, {parts} part(s)");
+        assert!(loss.is_finite() && loss > 0.0, "{case}: loss {loss}");
+        assert_eq!(loss, loss_ckpt, "{case}");
+        assert_eq!(
+            plain.len(),
+            ckpt.len(),
+            "{case}: gradients for other parameters"
+        );
+        let results = compare(&model, &plain, &ckpt);
+        let trainable = results.iter().filter(|(a, _, _)| *a).count();
+        assert_eq!(trainable, plain.len(), "{case}");
+        let worst = results.iter().map(|r| r.2).fold(0.0, f64::max);
+        eprintln!(
+            "{case}: {} gradients, worst relative error {worst:e}",
+            plain.len()
+        );
+        for (i, (a, b, error)) in results.into_iter().enumerate() {
+            assert_eq!(
+                a, b,
+                "{case}: parameter {i} has a gradient on one side only"
+            );
+            assert!(
+                error <= 1e-6,
+                "{case}: parameter {i}: relative error {error:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn block_checkpointing_gives_the_plain_gradients() {
+    let _serial = serial();
+    check(&tiny(&[]), false, false);
+    check(&tiny(&[]), false, true);
+}
+
+#[test]
+fn with_a_tied_head_the_embedding_gets_both_of_its_gradients() {
+    let _serial = serial();
+    check(&tiny(&["model.tie_word_embeddings=true"]), false, false);
+}
+
+#[test]
+fn under_lora_only_the_adapters_get_gradients() {
+    let _serial = serial();
+    let config = tiny(&[]);
+    check(&config, true, true);
+    let model = model(&config, true);
+    let (_, grads) = gradients(
+        &model,
+        &batch(config.vocab_size, false),
+        2,
+        Checkpointing::Block,
+    );
+    // Two layers × four adapters × (A, B).
+    assert_eq!(grads.len(), 2 * 4 * 2);
+    let frozen = model.embed_tokens.weight.id;
+    assert!(grads.get::<B, 2>(frozen).is_none());
+}
+
+#[test]
+fn twenty_steps_train_the_same_with_and_without_checkpointing() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, mode: &str| {
+        let setting = format!("train.activation_checkpointing={mode}");
+        let config = common::tiny_run(&tmp.path().join(name), &[&setting, "checkpoint.every=0"]);
+        assert_eq!(config.train.steps, 20);
+        train(config, &SingleProcess, TrainOptions::default())
+            .unwrap()
+            .losses
+    };
+    let plain = run("none", "none");
+    let ckpt = run("block", "block");
+    assert_eq!(plain.len(), 20);
+    for (step, (a, b)) in plain.iter().zip(&ckpt).enumerate() {
+        assert!((a - b).abs() <= 1e-6 * a.abs(), "step {step}: {a} vs {b}");
+    }
+    assert!(plain.last() < plain.first());
+}
+
+#[test]
+fn lora_dropout_is_refused_with_checkpointing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = common::tiny_run(tmp.path(), &[]).to_toml();
+    let text = format!(
+        "{text}\n[lora]\nr = 2\nalpha = 4.0\ndropout = 0.1\ntarget_modules = [\"q_proj\"]\n"
+    );
+    let set = ["train.activation_checkpointing=block".to_string()];
+    let error = fucina_train::RunConfig::from_toml_str(&text, &set).unwrap_err();
+    assert!(format!("{error:#}").contains("lora.dropout"), "{error:#}");
+    assert!(fucina_train::RunConfig::from_toml_str(&text, &[]).is_ok());
+}
