@@ -54,7 +54,9 @@ impl ModuleMapper<Ad> for SetWeights {
 }
 
 /// Each parameter's values as f32, in visit order, with whether AdamW decays it.
-fn values<M: Module<Ad>>(model: &M) -> Vec<(Vec<f32>, bool)> {
+type Weights = Vec<(Vec<f32>, bool)>;
+
+fn values<M: Module<Ad>>(model: &M) -> Weights {
     struct Collect(Vec<(Vec<f32>, bool)>);
     impl ModuleVisitor<Ad> for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
@@ -88,7 +90,7 @@ fn gradients<M: Module<Ad>>(model: &M) -> GradientsParams {
 
 /// One AdamW step at lr 3e-5 through the trainer's optimizer; returns the weights before and
 /// after (the f32 masters with masters, else the model's), and the gradients it was given.
-fn one_step(precision: &str) -> (Vec<(Vec<f32>, bool)>, Vec<(Vec<f32>, bool)>, Vec<Vec<f32>>) {
+fn one_step(precision: &str) -> (Weights, Weights, Vec<Vec<f32>>) {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny_run(
