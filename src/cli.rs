@@ -202,6 +202,12 @@ fn report(summary: &TrainSummary, root: bool) {
             mib(summary.predicted_bytes),
             (summary.predicted_bytes as f64 / peak as f64 - 1.0) * 100.0
         );
+        if let Some(training) = summary.training_peak_rss {
+            eprintln!(
+                "memory: peak resident {:.0} MiB before the first checkpoint was written",
+                mib(training)
+            );
+        }
     }
 }
 
