@@ -134,6 +134,10 @@ enum BenchCommand {
         backend: String,
         #[arg(long, default_value_t = 10)]
         steps: u64,
+        /// `block` recomputes each decoder block in the backward pass (see
+        /// train.activation_checkpointing), to measure its memory saving and slowdown.
+        #[arg(long, default_value = "none")]
+        activation_checkpointing: String,
     },
     /// The gradient-sync path against a raw MPI_Allreduce of the same bytes; run under mpirun/srun.
     Allreduce {
@@ -202,6 +206,12 @@ fn report(summary: &TrainSummary, root: bool) {
             mib(summary.predicted_bytes),
             (summary.predicted_bytes as f64 / peak as f64 - 1.0) * 100.0
         );
+        if let Some(training) = summary.training_peak_rss {
+            eprintln!(
+                "memory: peak resident {:.0} MiB before the first checkpoint was written",
+                mib(training)
+            );
+        }
     }
 }
 
@@ -342,8 +352,9 @@ pub fn run() -> Result<()> {
                 preset,
                 backend,
                 steps,
+                activation_checkpointing,
             } => {
-                fucina_train::bench::train(&preset, &backend, steps)?;
+                fucina_train::bench::train(&preset, &backend, steps, &activation_checkpointing)?;
             }
             BenchCommand::Allreduce {
                 sizes,

@@ -7,6 +7,13 @@ const EXE: &str = env!("CARGO_BIN_EXE_fucina");
 
 /// (measured, predicted) MiB from the run's closing line.
 fn peak_and_prediction(name: &str, model: &str, micro: usize) -> (f64, f64) {
+    let (peak, predicted, _) = memory_lines(name, model, micro, "none");
+    (peak, predicted)
+}
+
+/// (peak, predicted, peak before the first checkpoint) MiB of a run with
+/// `train.activation_checkpointing = checkpointing`.
+fn memory_lines(name: &str, model: &str, micro: usize, checkpointing: &str) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join(format!("{name}.toml"));
     let text = format!(
@@ -23,6 +30,7 @@ steps = 2
 global_batch_tokens = {tokens}
 micro_batch_size = {micro}
 lr = 1e-3
+activation_checkpointing = "{checkpointing}"
 [eval]
 every = 0
 batches = 1
@@ -45,13 +53,18 @@ keep = 1
     assert!(out.status.success(), "{name}: {stderr}");
     let line = stderr
         .lines()
-        .find(|l| l.starts_with("memory: peak resident"))
+        .find(|l| l.starts_with("memory: peak resident") && l.contains("predicted"))
         .unwrap_or_else(|| panic!("{name}: no memory line in\n{stderr}"));
     let numbers: Vec<f64> = line
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
-    (numbers[0], numbers[1])
+    let before = stderr
+        .lines()
+        .find(|l| l.ends_with("before the first checkpoint was written"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.parse().ok()))
+        .unwrap_or_else(|| panic!("{name}: no training peak in\n{stderr}"));
+    (numbers[0], numbers[1], before)
 }
 
 #[test]
@@ -85,6 +98,53 @@ fn prediction_is_within_20_percent_of_peak_resident_memory() {
         assert!(peak > 200.0, "{}", report.join("; "));
         let error = predicted / peak - 1.0;
         assert!(error.abs() <= 0.2, "{}", report.join("; "));
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+/// `train.activation_checkpointing = "block"` lowers the training peak (before the final
+/// checkpoint, whose serialised copy of the weights and moments becomes the process's peak once
+/// activations are small) by what the memory model predicts, within 20 %, on `small` and the
+/// 8-layer model (4 rows in one part). On `mini` (8 rows in two parts, one after the other) it
+/// saves 71 MiB where 53 are predicted: the model's account of the gradients held between
+/// parts is first-order (see README).
+#[test]
+#[cfg(target_os = "linux")]
+fn block_checkpointing_saves_what_the_model_predicts() {
+    let mid = [
+        "vocab_size = 8192",
+        "hidden_size = 512",
+        "intermediate_size = 1376",
+        "num_hidden_layers = 8",
+        "num_attention_heads = 8",
+        "num_key_value_heads = 4",
+        "max_position_embeddings = 256",
+    ]
+    .join("\n");
+    let cases = [
+        ("small", r#"preset = "small""#.to_string(), 4),
+        ("mid", mid, 4),
+    ];
+    let mut report = Vec::new();
+    for (name, model, micro) in &cases {
+        let (_, predicted_none, none) = memory_lines(name, model, *micro, "none");
+        let (_, predicted_block, block) = memory_lines(name, model, *micro, "block");
+        let (saved, predicted) = (none - block, predicted_none - predicted_block);
+        report.push(format!(
+            "{name}: training peak {none} → {block} MiB, saved {saved} MiB, predicted {predicted} MiB \
+             (estimates {predicted_none} → {predicted_block} MiB)"
+        ));
+        assert!(saved > 50.0, "{}", report.join("; "));
+        assert!(
+            (saved / predicted - 1.0).abs() <= 0.2,
+            "{}",
+            report.join("; ")
+        );
+        assert!(
+            (predicted_block / block - 1.0).abs() <= 0.2,
+            "{}",
+            report.join("; ")
+        );
     }
     eprintln!("{}", report.join("\n"));
 }

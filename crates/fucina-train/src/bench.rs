@@ -17,7 +17,8 @@ use std::time::Instant;
 /// `fucina bench train`: median training tokens/s of a preset on the built-in corpus, with a
 /// global batch of 8 × 256 tokens, and the peak RSS of the process. Under a launcher, the job's
 /// throughput. The CPU backend computes on rayon's global pool: `RAYON_NUM_THREADS` sizes it.
-pub fn train(preset: &str, backend: &str, steps: u64) -> Result<Option<f64>> {
+/// `checkpointing` is `train.activation_checkpointing` (`none` or `block`).
+pub fn train(preset: &str, backend: &str, steps: u64, checkpointing: &str) -> Result<Option<f64>> {
     if steps < 2 {
         bail!("--steps must be at least 2: the first step (warm-up) is not counted");
     }
@@ -37,6 +38,7 @@ steps = {steps}
 global_batch_tokens = 2048
 micro_batch_size = {micro}
 lr = 1e-3
+activation_checkpointing = "{checkpointing}"
 [eval]
 every = 0
 batches = 1
@@ -70,8 +72,8 @@ keep = 1
     let median = rates[rates.len() / 2];
     // Peak RSS is rank 0's own: under a launcher each rank holds a full replica.
     println!(
-        "bench train: preset {preset} ({:.1}M parameters), backend {backend}, {} rank(s) × {} thread(s), \
-         batch 8×256 tokens: median {median:.0} tokens/s over {} steps (min {:.0}, max {:.0}), peak RSS {}",
+        "bench train: preset {preset} ({:.1}M parameters), backend {backend}, activation checkpointing {checkpointing}, \
+         {} rank(s) × {} thread(s), batch 8×256 tokens: median {median:.0} tokens/s over {} steps (min {:.0}, max {:.0}), peak RSS {}",
         params as f64 / 1e6,
         comm.size(),
         rayon::current_num_threads(),

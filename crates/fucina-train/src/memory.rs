@@ -2,7 +2,7 @@
 //! model: what autodiff keeps per token and layer, not what an allocator rounds up to.
 
 use crate::backend::BackendKind;
-use crate::config::{Precision, RunConfig};
+use crate::config::{Checkpointing, Precision, RunConfig};
 use crate::threads::cpu_parts;
 use anyhow::Result;
 
@@ -13,6 +13,8 @@ pub struct MemoryEstimate {
     /// Mixed precision's f32 master weights; with `[dist] shard_optimizer`, this rank's 1/N of
     /// them, in host memory beside the moments.
     pub masters: u64,
+    /// The step's gradients; with block checkpointing and accumulation, also the micro-batch's
+    /// own while the sum of the earlier ones is held.
     pub gradients: u64,
     /// The f32 gradients of half-precision runs: the sum over micro-batches (and CPU parts),
     /// or, replicated in mixed precision, the averaged gradients handed to the f32 optimizer.
@@ -22,7 +24,8 @@ pub struct MemoryEstimate {
     pub optimizer: u64,
     /// The moments live in host memory (sharded), not on the device.
     pub optimizer_on_host: bool,
-    /// Kept for backward over one micro-batch.
+    /// Kept for backward over one micro-batch (with `activation_checkpointing = "block"`, the
+    /// blocks' inputs and one graph at a time), beyond what the gradients reuse.
     pub activations: u64,
     /// Host copies for the gradient all-reduce; on a GPU they live in host memory instead.
     pub sync_buffers: u64,
@@ -97,18 +100,41 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
             3 * f32_share * v + 3 * h,
         ),
     };
-    let per_token = per_layer * model.num_hidden_layers as u64 + head;
+    let layers = model.num_hidden_layers as u64;
+    let per_token = match config.train.activation_checkpointing {
+        Checkpointing::None => per_layer * layers + head,
+        // Each block's input and the gradient coming back through the blocks (f32, the
+        // residual stream), and one graph at a time: the head's, then one recomputed block's
+        // (see `checkpointing`).
+        Checkpointing::Block => f32_share * (layers * h + h) + per_layer.max(head),
+    };
     let rows = config.train.micro_batch_size;
     // A CPU rank trains a micro-batch in parts, as many at once as it has threads (this
     // process's pool: the check runs where the run will); a GPU takes it whole.
-    let in_flight = match cpu {
+    let (in_flight, sequential_parts) = match cpu {
         true => {
             let parts = cpu_parts(rows, config.data.seq_len);
-            rows.div_ceil(parts) * parts.min(rayon::current_num_threads())
+            let threads = rayon::current_num_threads();
+            (rows.div_ceil(parts) * parts.min(threads), parts > threads)
         }
-        false => rows,
+        false => (rows, false),
     };
     let tokens = in_flight.min(rows) as u64 * seq;
+    let grads = trainable * bytes;
+    // Gradients of earlier micro-batches or parts are held while the next one runs.
+    let accum = config.global_batch_seqs() / (world_size.max(1) * rows).max(1);
+    // (The sharded optimizer sums micro-batches on the host: only a CPU's parts are held.)
+    let held = (accum > 1 && !config.dist.shard_optimizer) || sequential_parts;
+    let activations = per_token * tokens * bytes;
+    let (gradients, activations) = match config.train.activation_checkpointing {
+        // The gradients appear as the activations are freed: alone, they peak together at the
+        // larger of the two (measured: the `mid` model of tests/memory_model.rs).
+        Checkpointing::None if !held => (grads, activations.saturating_sub(grads)),
+        Checkpointing::None => (grads, activations),
+        // The micro-batch's gradients build up while only one block's graph is alive, on top
+        // of the held sum.
+        Checkpointing::Block => (grads * (1 + held as u64), activations),
+    };
     let sharded = config.dist.shard_optimizer;
     let block = trainable.div_ceil(world_size.max(1) as u64);
     let optimizer = match sharded {
@@ -138,11 +164,11 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
     Ok(MemoryEstimate {
         parameters: (params + trainable * config.lora.is_some() as u64) * bytes,
         masters,
-        gradients: trainable * bytes,
+        gradients,
         f32_gradients,
         optimizer,
         optimizer_on_host: sharded,
-        activations: per_token * tokens * bytes,
+        activations,
         sync_buffers: trainable * 4 + 2 * (config.dist.bucket_bytes() as u64).min(trainable * 4),
         // Measured on CPU: a `tiny` run peaks at ~71 MiB resident (binary, corpus, tokenizer,
         // thread stacks); a GPU process adds its runtime's context.

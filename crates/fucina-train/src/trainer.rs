@@ -60,6 +60,9 @@ pub struct TrainSummary {
     /// This rank's peak resident memory (Linux), and what `fucina launch` predicts for it.
     pub peak_rss: Option<u64>,
     pub predicted_bytes: u64,
+    /// The peak before the first checkpoint was serialised: training alone, which the
+    /// serialised copy of the weights and moments can exceed once activations are small.
+    pub training_peak_rss: Option<u64>,
 }
 
 pub fn train(
@@ -286,6 +289,7 @@ fn run<B: AutodiffBackend>(
     let (mut losses, mut val_loss) = (Vec::new(), None);
     let mut exposed = Vec::new();
     let mut last_checkpoint = None;
+    let mut training_peak = None;
     let mut stopped_by: Option<String> = None;
 
     let timeout = std::time::Duration::from_secs_f64(config.dist.timeout_seconds);
@@ -407,6 +411,9 @@ fn run<B: AutodiffBackend>(
             }
         }
         if due(config.checkpoint.every) {
+            if training_peak.is_none() {
+                training_peak = crate::rss::peak_rss_bytes();
+            }
             watchdog.enter("checkpoint", state.step);
             check_replicas::<B, _>(&model, state.step, comm)?;
             if !nonfinite::all_finite::<B, _>(&model) {
@@ -477,6 +484,7 @@ fn run<B: AutodiffBackend>(
         sharded_over: config.dist.shard_optimizer.then_some(comm.size()),
         exposed_comm: (comm.size() > 1 && exposed.len() > 1).then(|| median(&exposed[1..])),
         peak_rss: crate::rss::peak_rss_bytes(),
+        training_peak_rss: training_peak,
         predicted_bytes: crate::memory::estimate(config, comm.size())?
             .device_total(config.backend.is_cpu()),
     })
