@@ -199,3 +199,76 @@ fn launch_refuses_what_cannot_run() {
 fn scripts_resubmit_on_the_code_training_exits_with() {
     assert_eq!(fucina_launch::EXIT_RESUME, fucina_train::stop::EXIT_RESUME);
 }
+
+/// Llama-3-8B full fine-tuning at seq 4096 on MareNostrum 5's 64 GB H100s: with ZeRO-1 and
+/// block checkpointing in mixed precision the estimate fits; without them, launch names the
+/// change that would make it fit.
+#[test]
+fn an_8b_model_fits_mn5_with_zero1_and_block_checkpointing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("run.toml"), RUN).unwrap();
+    let base = [
+        "run.toml",
+        "--factory",
+        "mn5-acc",
+        "--account",
+        "ehpc01",
+        "--binary",
+        "/opt/f",
+        "--set",
+        "model.preset=llama-3-8b",
+        "--set",
+        "data.seq_len=4096",
+        "--set",
+        "train.micro_batch_size=1",
+        "--set",
+        "train.global_batch_tokens=1048576",
+    ];
+    let gib = |stderr: &str| -> f64 {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("memory per rank"))
+            .unwrap_or_else(|| panic!("no memory line in {stderr}"));
+        let at = line.find("): ").unwrap() + 3;
+        line[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    let fit: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain([
+            "--set",
+            "dist.shard_optimizer=true",
+            "--set",
+            "train.activation_checkpointing=block",
+        ])
+        .collect();
+    let out = launch(dir, &fit);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let need = gib(&stderr);
+    // 2 bytes of bf16 weights and 2 of gradients per parameter (8.03 B), the f32 masters and
+    // moments on the host, and the checkpointed activations: ~39 GiB.
+    assert!((30.0..60.0).contains(&need), "{stderr}");
+
+    let plain: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--set", "dist.shard_optimizer=true"])
+        .collect();
+    let out = launch(dir, &plain);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--set train.activation_checkpointing=block would make it fit"),
+        "{stderr}"
+    );
+    let out = launch(dir, &base);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "--set train.activation_checkpointing=block --set dist.shard_optimizer=true would make it fit"
+        ),
+        "{stderr}"
+    );
+}
