@@ -30,7 +30,8 @@ pub fn cpu_parts(rows: usize, seq_len: usize) -> usize {
 /// Accumulates into `grads` the gradient of the micro-batch's loss share (÷ `accum`) and
 /// returns that loss. `rows` sequences in `parts` (see `cpu_parts`), `scale` as for
 /// `micro_loss`; `widen`: bf16 gradients are widened to f32 before they are summed (see the
-/// trainer); `poison` turns the loss into NaN (the fault injection of the non-finite tests).
+/// trainer); `poison` turns the loss into NaN (the fault injection of the non-finite tests);
+/// `checkpointing` is `train.activation_checkpointing`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward<B: AutodiffBackend>(
     model: &Llama<B>,

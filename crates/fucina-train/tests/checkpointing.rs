@@ -95,6 +95,16 @@ fn gradients(
     parts: usize,
     checkpointing: Checkpointing,
 ) -> (f64, GradientsParams) {
+    poisoned_gradients(model, batch, parts, checkpointing, false)
+}
+
+fn poisoned_gradients(
+    model: &Llama<AD>,
+    batch: &Batch,
+    parts: usize,
+    checkpointing: Checkpointing,
+    poison: bool,
+) -> (f64, GradientsParams) {
     let scale = match &batch.mask {
         Some(mask) => 1.0 / mask.iter().map(|&m| m as f64).sum::<f64>(),
         None => 1.0,
@@ -108,7 +118,7 @@ fn gradients(
         split,
         scale,
         2,
-        false,
+        poison,
         checkpointing,
         &mut acc,
         &device,
@@ -208,6 +218,20 @@ fn under_lora_only_the_adapters_get_gradients() {
     assert_eq!(grads.len(), 2 * 4 * 2);
     let frozen = model.embed_tokens.weight.id;
     assert!(grads.get::<B, 2>(frozen).is_none());
+}
+
+#[test]
+fn a_poisoned_loss_reaches_every_gradient_through_the_recompute() {
+    let _serial = serial();
+    let config = tiny(&[]);
+    let model = model(&config, false);
+    let batch = batch(config.vocab_size, false);
+    let (loss, grads) = poisoned_gradients(&model, &batch, 2, Checkpointing::Block, true);
+    assert!(loss.is_nan());
+    // The first block's query projection: reached only through every recomputed block.
+    let id = model.layers[0].self_attn.q_proj.weight.id;
+    let grad = grads.get::<B, 2>(id).expect("a gradient");
+    assert!(grad.is_nan().any().into_scalar());
 }
 
 #[test]
