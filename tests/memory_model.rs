@@ -67,26 +67,24 @@ keep = 1
     (numbers[0], numbers[1], before)
 }
 
+/// The largest of the three models: 8 layers of width 512, grouped-query heads.
+const MID: [&str; 7] = [
+    "vocab_size = 8192",
+    "hidden_size = 512",
+    "intermediate_size = 1376",
+    "num_hidden_layers = 8",
+    "num_attention_heads = 8",
+    "num_key_value_heads = 4",
+    "max_position_embeddings = 256",
+];
+
 #[test]
 #[cfg(target_os = "linux")]
 fn prediction_is_within_20_percent_of_peak_resident_memory() {
     let cases = [
         ("mini", r#"preset = "mini""#.to_string(), 8),
         ("small", r#"preset = "small""#.to_string(), 4),
-        (
-            "mid",
-            [
-                "vocab_size = 8192",
-                "hidden_size = 512",
-                "intermediate_size = 1376",
-                "num_hidden_layers = 8",
-                "num_attention_heads = 8",
-                "num_key_value_heads = 4",
-                "max_position_embeddings = 256",
-            ]
-            .join("\n"),
-            4,
-        ),
+        ("mid", MID.join("\n"), 4),
     ];
     let mut report = Vec::new();
     for (name, model, micro) in &cases {
@@ -111,16 +109,7 @@ fn prediction_is_within_20_percent_of_peak_resident_memory() {
 #[test]
 #[cfg(target_os = "linux")]
 fn block_checkpointing_saves_what_the_model_predicts() {
-    let mid = [
-        "vocab_size = 8192",
-        "hidden_size = 512",
-        "intermediate_size = 1376",
-        "num_hidden_layers = 8",
-        "num_attention_heads = 8",
-        "num_key_value_heads = 4",
-        "max_position_embeddings = 256",
-    ]
-    .join("\n");
+    let mid = MID.join("\n");
     let cases = [
         ("small", r#"preset = "small""#.to_string(), 4),
         ("mid", mid, 4),

@@ -264,23 +264,11 @@ fn checkpoints_hold_the_f32_masters() {
     let device = Default::default();
     let skeleton = Llama::<Flex>::new(&config.model_config().unwrap(), &device);
     let model = fucina_train::checkpoint::load_model::<Flex, _>(&ckpt, skeleton, &device).unwrap();
-    struct NotBf16(usize, usize);
-    impl ModuleVisitor<Flex> for NotBf16 {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Flex, D>>) {
-            let v = param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .unwrap();
-            for x in v {
-                self.0 += (half::bf16::from_f32(x).to_f32() != x) as usize;
-                self.1 += 1;
-            }
-        }
-    }
-    let mut count = NotBf16(0, 0);
-    model.visit(&mut count);
+    let bits = common::param_bits(&model);
+    let finer = (bits.iter().map(|&b| f32::from_bits(b)))
+        .filter(|&x| half::bf16::from_f32(x).to_f32() != x)
+        .count();
+    let count = (finer, bits.len());
     assert_eq!(model.embed_tokens.weight.val().dtype(), DType::F32);
     // A bf16 model saved as f32 would hold only bf16-representable values.
     assert!(
