@@ -88,7 +88,7 @@ fn bf16_needs_a_backend_with_bf16_tensors() {
     for precision in ["bf16", "bf16-pure"] {
         let set = format!("precision={precision}");
         let err = error(GOOD, &["backend=wgpu", &set]);
-        assert!(err.contains("WGSL has no bf16"), "{err}");
+        assert!(err.contains("(WGSL) has no bf16"), "{err}");
         let err = error(GOOD, &["backend=ndarray", &set]);
         assert!(err.contains("NdArray backend has no bf16"), "{err}");
         for backend in ["cuda", "rocm", "flex"] {
