@@ -21,6 +21,20 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// As the config spells it: `cpu`, `flex`, `ndarray`, `wgpu`, `cuda` or `rocm`.
+    pub fn parse(name: &str) -> Result<Self> {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+            anyhow::anyhow!(
+                "unknown backend {name:?}: expected cpu, flex, ndarray, wgpu, cuda or rocm"
+            )
+        })
+    }
+
+    /// Lower case, as in configs.
+    pub fn name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+
     /// Whether this binary was built with the backend's cargo feature.
     pub fn compiled(self) -> bool {
         match self {
@@ -87,7 +101,7 @@ pub fn dispatch<T: BackendTask>(
         BackendKind::Cuda => {
             #[cfg(feature = "cuda")]
             {
-                gpu_runtime("cuda", "the NVIDIA driver", &["libcuda.so.1", "libcuda.so"])?;
+                gpu_runtime(kind)?;
                 let device = burn::backend::cuda::CudaDevice::new(device_index);
                 return Ok(task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(device));
             }
@@ -96,14 +110,7 @@ pub fn dispatch<T: BackendTask>(
         BackendKind::Rocm => {
             #[cfg(feature = "rocm")]
             {
-                let mut names = vec!["libamdhip64.so".to_string(), "libamdhip64.so.6".into()];
-                for var in ["ROCM_PATH", "HIP_PATH"] {
-                    if let Ok(root) = std::env::var(var) {
-                        names.push(format!("{root}/lib/libamdhip64.so"));
-                    }
-                }
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                gpu_runtime("rocm", "ROCm's HIP runtime", &names)?;
+                gpu_runtime(kind)?;
                 let device = burn::backend::rocm::RocmDevice::new(device_index);
                 return Ok(task.run::<burn::backend::Autodiff<burn::backend::Rocm>>(device));
             }
@@ -115,20 +122,81 @@ pub fn dispatch<T: BackendTask>(
     )
 }
 
+/// A shared library a GPU backend loads at run time, and the names it is looked up by.
+pub struct RuntimeLibrary {
+    pub what: &'static str,
+    pub names: Vec<String>,
+}
+
+impl RuntimeLibrary {
+    /// The first name that loads. Loading a system library runs only its initialisers, as the
+    /// GPU runtime itself would.
+    #[cfg(any(feature = "cuda", feature = "rocm"))]
+    pub fn find(&self) -> Option<&str> {
+        self.names
+            .iter()
+            .find(|name| unsafe { libloading::Library::new(name.as_str()) }.is_ok())
+            .map(String::as_str)
+    }
+
+    #[cfg(not(any(feature = "cuda", feature = "rocm")))]
+    pub fn find(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// What `kind` needs besides this binary: the driver, and for CUDA the NVRTC compiler that
+/// cubecl JITs every kernel with. The NVRTC names are the ones cudarc 0.19 tries (its
+/// `get_lib_name_candidates`) for the CUDA versions GPU machines carry.
+pub fn runtime_libraries(kind: BackendKind) -> Vec<RuntimeLibrary> {
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect();
+    match kind {
+        BackendKind::Cuda => vec![
+            RuntimeLibrary {
+                what: "the NVIDIA driver (libcuda)",
+                names: names(&["libcuda.so", "libcuda.so.1"]),
+            },
+            RuntimeLibrary {
+                what: "NVRTC, CUDA's run-time compiler",
+                names: names(&[
+                    "libnvrtc.so",
+                    "libnvrtc.so.13",
+                    "libnvrtc.so.12",
+                    "libnvrtc.so.11",
+                    "libnvrtc.so.1",
+                ]),
+            },
+        ],
+        BackendKind::Rocm => {
+            let mut hip: Vec<String> = names(&["libamdhip64.so", "libamdhip64.so.6"]);
+            for var in ["ROCM_PATH", "HIP_PATH"] {
+                if let Ok(root) = std::env::var(var) {
+                    hip.push(format!("{root}/lib/libamdhip64.so"));
+                }
+            }
+            vec![RuntimeLibrary {
+                what: "ROCm's HIP runtime",
+                names: hip,
+            }]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The GPU runtimes are loaded at run time; without one they panic on a worker thread with a
 /// backtrace. Look first, and say what is missing.
 #[cfg(any(feature = "cuda", feature = "rocm"))]
-fn gpu_runtime(backend: &str, what: &str, libraries: &[&str]) -> Result<()> {
-    // Loading a system library runs only its initialisers, as the GPU runtime itself would.
-    let found = libraries
-        .iter()
-        .any(|name| unsafe { libloading::Library::new(*name) }.is_ok());
-    if !found {
-        bail!(
-            "backend {backend}: {what} is not on this machine (none of {} loads); run on a GPU \
-             node, with the cluster's {backend} module loaded (or LD_LIBRARY_PATH set)",
-            libraries.join(", ")
-        );
+fn gpu_runtime(kind: BackendKind) -> Result<()> {
+    let backend = format!("{kind:?}").to_lowercase();
+    for library in runtime_libraries(kind) {
+        if library.find().is_none() {
+            bail!(
+                "backend {backend}: {} is not on this machine (none of {} loads); run on a GPU \
+                 node, with the cluster's {backend} module loaded (or LD_LIBRARY_PATH set)",
+                library.what,
+                library.names.join(", ")
+            );
+        }
     }
     Ok(())
 }
