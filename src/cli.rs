@@ -100,7 +100,16 @@ enum Command {
     /// Benchmarks that print throughput measured in this run.
     Bench {
         #[command(subcommand)]
-        command: BenchCommand,
+        command: crate::bench::BenchCommand,
+    },
+    /// Whether a backend works here: the run-time libraries it loads (and the names tried),
+    /// its device, bf16 support, and a matmul checked against its known result.
+    Doctor {
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Also write the findings to this file as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
 }
 
@@ -120,43 +129,6 @@ enum TokenizerCommand {
         out: PathBuf,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Training tokens/s of a model preset on the built-in corpus (under mpirun: of the job)
-    /// and the peak RSS of the process. RAYON_NUM_THREADS sets the CPU threads.
-    Train {
-        #[arg(long, default_value = "small")]
-        preset: String,
-        #[arg(long, default_value = "cpu")]
-        backend: String,
-        #[arg(long, default_value_t = 10)]
-        steps: u64,
-        /// `block` recomputes each decoder block in the backward pass (see
-        /// train.activation_checkpointing), to measure its memory saving and slowdown.
-        #[arg(long, default_value = "none")]
-        activation_checkpointing: String,
-    },
-    /// The gradient-sync path against a raw MPI_Allreduce of the same bytes; run under mpirun/srun.
-    Allreduce {
-        /// Model sizes in millions of parameters.
-        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
-        sizes: Vec<f64>,
-        #[arg(long, default_value_t = 25.0)]
-        bucket_mb: f64,
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-    },
-    /// Training tokens/s of N ranks against one, one thread each (starts mpirun itself).
-    Scaling {
-        #[arg(long, default_value_t = 2)]
-        ranks: usize,
-        #[arg(long, default_value = "small")]
-        preset: String,
-        #[arg(long, default_value_t = 6)]
-        steps: u64,
     },
 }
 
@@ -347,35 +319,11 @@ pub fn run() -> Result<()> {
         },
         Command::Launch(args) => crate::launch::launch(args)?,
         Command::Export(args) => crate::export::run(args)?,
-        Command::Bench { command } => match command {
-            BenchCommand::Train {
-                preset,
-                backend,
-                steps,
-                activation_checkpointing,
-            } => {
-                fucina_train::bench::train(&preset, &backend, steps, &activation_checkpointing)?;
-            }
-            BenchCommand::Allreduce {
-                sizes,
-                bucket_mb,
-                iters,
-            } => {
-                fucina_train::bench::allreduce(
-                    sizes,
-                    bucket_mb,
-                    iters,
-                    fucina_train::BackendKind::Cpu,
-                )?;
-            }
-            BenchCommand::Scaling {
-                ranks,
-                preset,
-                steps,
-            } => {
-                fucina_train::bench::scaling(ranks, &preset, steps)?;
-            }
-        },
+        Command::Bench { command } => crate::bench::run(command)?,
+        Command::Doctor { backend, json } => {
+            let kind = fucina_train::BackendKind::parse(&backend)?;
+            crate::bench::write_json(json.as_deref(), &fucina_train::doctor::doctor(kind)?)?;
+        }
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The `fucina` command line: a thin layer over the crates.
 
+mod bench;
 mod cli;
 mod export;
 mod launch;

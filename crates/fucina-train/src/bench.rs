@@ -14,28 +14,77 @@ use burn::tensor::Distribution;
 use fucina_dist::{mpirun_command, Communicator};
 use std::time::Instant;
 
-/// `fucina bench train`: median training tokens/s of a preset on the built-in corpus, with a
-/// global batch of 8 × 256 tokens, and the peak RSS of the process. Under a launcher, the job's
-/// throughput. The CPU backend computes on rayon's global pool: `RAYON_NUM_THREADS` sizes it.
-/// `checkpointing` is `train.activation_checkpointing` (`none` or `block`).
-pub fn train(preset: &str, backend: &str, steps: u64, checkpointing: &str) -> Result<Option<f64>> {
-    if steps < 2 {
+/// What `fucina bench train` runs: a preset on the built-in corpus, one micro-batch of
+/// `micro_batch` rows of `seq_len` tokens per rank and step (no accumulation).
+#[derive(Debug, Clone)]
+pub struct TrainBench {
+    pub preset: String,
+    pub backend: String,
+    pub steps: u64,
+    /// `train.activation_checkpointing`: `none` or `block`.
+    pub checkpointing: String,
+    pub seq_len: usize,
+    /// Rows per rank; `None`: 8 rows over the ranks (a global batch of 8 × seq_len).
+    pub micro_batch: Option<usize>,
+    pub precision: String,
+    /// The device's peak, for the MFU; the CPU's own is estimated when unset.
+    pub peak_tflops: Option<f64>,
+}
+
+impl Default for TrainBench {
+    fn default() -> Self {
+        TrainBench {
+            preset: "small".into(),
+            backend: "cpu".into(),
+            steps: 10,
+            checkpointing: "none".into(),
+            seq_len: 256,
+            micro_batch: None,
+            precision: "f32".into(),
+            peak_tflops: None,
+        }
+    }
+}
+
+/// `fucina bench train`: median training tokens/s of a preset on the built-in corpus, the MFU
+/// and the peak RSS of the process; under a launcher, the job's throughput. The CPU backend
+/// computes on rayon's global pool: `RAYON_NUM_THREADS` sizes it. On rank 0 returns the
+/// figures as JSON (also printed as one line).
+pub fn train(bench: &TrainBench) -> Result<Option<serde_json::Value>> {
+    let TrainBench {
+        preset,
+        backend,
+        steps,
+        checkpointing,
+        seq_len,
+        ..
+    } = bench;
+    if *steps < 2 {
         bail!("--steps must be at least 2: the first step (warm-up) is not counted");
     }
+    if *seq_len == 0 || bench.micro_batch == Some(0) {
+        bail!("--seq-len and --micro-batch must be positive");
+    }
     let comm = fucina_dist::init()?;
+    let micro = bench.micro_batch.unwrap_or(8 / comm.size().clamp(1, 8));
     // The same path on every rank: the ranks' configs must agree.
     let out_dir = std::env::temp_dir().join(format!("fucina-bench-train-{preset}"));
+    let peak = bench
+        .peak_tflops
+        .map(|t| format!("peak_tflops = {t}\n"))
+        .unwrap_or_default();
     let text = format!(
         r#"backend = "{backend}"
+precision = "{precision}"
 out_dir = "{}"
-[model]
+{peak}[model]
 preset = "{preset}"
 [data]
 dir = "builtin"
-seq_len = 256
+seq_len = {seq_len}
 [train]
 steps = {steps}
-global_batch_tokens = 2048
+global_batch_tokens = {global}
 micro_batch_size = {micro}
 lr = 1e-3
 activation_checkpointing = "{checkpointing}"
@@ -47,7 +96,8 @@ every = 0
 keep = 1
 "#,
         out_dir.display(),
-        micro = 8 / comm.size().clamp(1, 8)
+        precision = bench.precision,
+        global = micro * seq_len * comm.size(),
     );
     let config = RunConfig::from_toml_str(&text, &[])?;
     let params = config.model_config()?.num_parameters();
@@ -60,29 +110,49 @@ keep = 1
     if !comm.is_root() {
         return Ok(None);
     }
-    let mut rates: Vec<f64> = read_events(&out_dir.join(METRICS_FILE))?
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Train(m) if m.step > 1 => Some(m.tokens_per_sec),
-            _ => None,
-        })
-        .collect();
+    let (mut rates, mut mfus, mut losses) = (Vec::new(), Vec::new(), Vec::new());
+    for event in read_events(&out_dir.join(METRICS_FILE))? {
+        if let Event::Train(m) = event {
+            losses.push(m.loss);
+            if m.step > 1 {
+                rates.push(m.tokens_per_sec);
+                mfus.extend(m.mfu);
+            }
+        }
+    }
     std::fs::remove_dir_all(&out_dir).ok();
     rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
+    let median_rate = rates[rates.len() / 2];
+    let mfu = (!mfus.is_empty()).then(|| median(mfus));
+    let peak_rss = crate::rss::peak_rss_bytes();
     // Peak RSS is rank 0's own: under a launcher each rank holds a full replica.
     println!(
-        "bench train: preset {preset} ({:.1}M parameters), backend {backend}, activation checkpointing {checkpointing}, \
-         {} rank(s) × {} thread(s), batch 8×256 tokens: median {median:.0} tokens/s over {} steps (min {:.0}, max {:.0}), peak RSS {}",
+        "bench train: preset {preset} ({:.1}M parameters), backend {backend}, precision {}, activation checkpointing {checkpointing}, \
+         {} rank(s) × {} thread(s), batch {micro}×{seq_len} tokens per rank: median {median_rate:.0} tokens/s over {} steps (min {:.0}, max {:.0}){}, peak RSS {}",
         params as f64 / 1e6,
+        bench.precision,
         comm.size(),
         rayon::current_num_threads(),
         rates.len(),
         rates[0],
         rates[rates.len() - 1],
-        crate::rss::format_mib(crate::rss::peak_rss_bytes())
+        mfu.map(|m| format!(", MFU {:.1}%", m * 100.0)).unwrap_or_default(),
+        crate::rss::format_mib(peak_rss)
     );
-    Ok(Some(median))
+    Ok(Some(serde_json::json!({
+        "preset": preset,
+        "parameters": params,
+        "backend": backend,
+        "precision": bench.precision,
+        "activation_checkpointing": checkpointing,
+        "ranks": comm.size(),
+        "micro_batch": micro,
+        "seq_len": seq_len,
+        "tokens_per_sec": median_rate,
+        "mfu": mfu,
+        "losses": losses,
+        "peak_rss_bytes": peak_rss,
+    })))
 }
 
 /// `fucina bench scaling`: `bench train` on one process and under `mpirun -np N`, one thread

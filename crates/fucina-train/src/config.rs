@@ -63,6 +63,16 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// As the config spells it: `f32`, `bf16` or `bf16-pure`.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "bf16-pure" => Ok(Precision::Bf16Pure),
+            other => anyhow::bail!("unknown precision {other:?}: expected f32, bf16 or bf16-pure"),
+        }
+    }
+
     /// The dtype the forward and backward compute in (and the model's weights are held in).
     pub fn compute_dtype(self) -> burn::tensor::DType {
         match self {

@@ -1,0 +1,202 @@
+//! `fucina bench …`: the benchmark subcommands. Each prints its figures, and with `--json FILE`
+//! also writes them for scripts (scripts/gpu-check.sh collects them into one table).
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use fucina_train::bench::TrainBench;
+use fucina_train::bench_kernels::{self, AttentionShape};
+use fucina_train::config::Precision;
+use fucina_train::BackendKind;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Training tokens/s and MFU of a model preset on the built-in corpus (under mpirun: of the
+    /// job) and the peak RSS of the process. RAYON_NUM_THREADS sets the CPU threads.
+    Train {
+        #[arg(long, default_value = "small")]
+        preset: String,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        #[arg(long, default_value_t = 10)]
+        steps: u64,
+        /// `block` recomputes each decoder block in the backward pass (see
+        /// train.activation_checkpointing), to measure its memory saving and slowdown.
+        #[arg(long, default_value = "none")]
+        activation_checkpointing: String,
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        /// Rows per rank and step [default: 8 rows over the ranks].
+        #[arg(long)]
+        micro_batch: Option<usize>,
+        /// f32, bf16 (f32 masters, bf16 compute) or bf16-pure.
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        /// The device's dense peak in TFLOP/s, for the MFU [default: estimated on the CPU].
+        #[arg(long)]
+        peak_tflops: Option<f64>,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// The gradient-sync path against a raw MPI_Allreduce of the same bytes; run under mpirun/srun.
+    Allreduce {
+        /// Model sizes in millions of parameters.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        sizes: Vec<f64>,
+        #[arg(long, default_value_t = 25.0)]
+        bucket_mb: f64,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+    },
+    /// Training tokens/s of N ranks against one, one thread each (starts mpirun itself).
+    Scaling {
+        #[arg(long, default_value_t = 2)]
+        ranks: usize,
+        #[arg(long, default_value = "small")]
+        preset: String,
+        #[arg(long, default_value_t = 6)]
+        steps: u64,
+    },
+    /// An HF model directory's loss on a backend against the one transformers computed
+    /// (its reference.safetensors, as in tests/fixtures/hf); fails outside the tolerance.
+    Hf {
+        model: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Causal attention forward and forward+backward as the model runs it: time and TFLOP/s.
+    Attention {
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 512)]
+        seq: usize,
+        #[arg(long, default_value_t = 32)]
+        heads: usize,
+        #[arg(long, default_value_t = 8)]
+        kv_heads: usize,
+        #[arg(long, default_value_t = 64)]
+        head_dim: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// A square matmul: time and TFLOP/s.
+    Matmul {
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+}
+
+pub fn write_json(path: Option<&Path>, value: &serde_json::Value) -> Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Train {
+            preset,
+            backend,
+            steps,
+            activation_checkpointing,
+            seq_len,
+            micro_batch,
+            precision,
+            peak_tflops,
+            json,
+        } => {
+            let bench = TrainBench {
+                preset,
+                backend,
+                steps,
+                checkpointing: activation_checkpointing,
+                seq_len,
+                micro_batch,
+                precision,
+                peak_tflops,
+            };
+            if let Some(figures) = fucina_train::bench::train(&bench)? {
+                write_json(json.as_deref(), &figures)?;
+            }
+        }
+        BenchCommand::Allreduce {
+            sizes,
+            bucket_mb,
+            iters,
+        } => fucina_train::bench::allreduce(sizes, bucket_mb, iters, BackendKind::Cpu)?,
+        BenchCommand::Scaling {
+            ranks,
+            preset,
+            steps,
+        } => fucina_train::bench::scaling(ranks, &preset, steps)?,
+        BenchCommand::Hf {
+            model,
+            backend,
+            precision,
+            json,
+        } => {
+            let kind = BackendKind::parse(&backend)?;
+            let report =
+                fucina_train::hf_check::check(&model, kind, Precision::parse(&precision)?)?;
+            write_json(json.as_deref(), &report)?;
+            if report["ok"] != serde_json::Value::Bool(true) {
+                anyhow::bail!("the loss is outside the tolerance");
+            }
+        }
+        BenchCommand::Attention {
+            backend,
+            precision,
+            batch,
+            seq,
+            heads,
+            kv_heads,
+            head_dim,
+            iters,
+            json,
+        } => {
+            let shape = AttentionShape {
+                batch,
+                seq,
+                heads,
+                kv_heads,
+                head_dim,
+            };
+            let kind = BackendKind::parse(&backend)?;
+            let precision = Precision::parse(&precision)?;
+            let report = bench_kernels::attention(kind, shape, precision, iters)?;
+            write_json(json.as_deref(), &report)?;
+        }
+        BenchCommand::Matmul {
+            backend,
+            precision,
+            size,
+            iters,
+            json,
+        } => {
+            let kind = BackendKind::parse(&backend)?;
+            let report = bench_kernels::matmul(kind, size, Precision::parse(&precision)?, iters)?;
+            write_json(json.as_deref(), &report)?;
+        }
+    }
+    Ok(())
+}
