@@ -57,7 +57,7 @@ mini = by_name.get("mini-vs-cpu")
 if mini:
     d = next(iter(mini["data"].values()), None)
     value = f"{d['max_relative']:.1e}" if d else "–"
-    lines.append(f"| mini steps 2–5, GPU vs CPU losses (f32) | {fmt(d and d['gpu'][-1], '{:.5f}')} | CPU {fmt(d and d['cpu'][-1], '{:.5f}')} | {value} | 1e-3 | {mini['status']} |")
+    lines.append(f"| mini steps 2–6, GPU vs CPU losses (f32) | {fmt(d and d['gpu'][-1], '{:.5f}')} | CPU {fmt(d and d['cpu'][-1], '{:.5f}')} | {value} | 1e-3 | {mini['status']} |")
 
 lines += ["", "## Training throughput (bf16 mixed precision)", "",
           "| model | seq × micro-batch | fucina tokens/s | MFU | GPU memory | PyTorch eager tokens/s | GPU memory | fucina ÷ eager | torch.compile tokens/s | fucina ÷ compile |",

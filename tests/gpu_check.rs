@@ -89,7 +89,7 @@ fn dry_run_passes_every_step_with_figures_that_agree() {
         mini["cpu"].as_array().unwrap(),
         mini["gpu"].as_array().unwrap(),
     );
-    assert_eq!((cpu.len(), gpu.len()), (4, 4), "{mini:#}");
+    assert_eq!((cpu.len(), gpu.len()), (5, 5), "{mini:#}");
     // Recomputed from the two runs' own metrics, not taken from the script's verdict.
     let metrics = |dir: &str| -> Vec<f64> {
         let text = std::fs::read_to_string(tmp.path().join(dir).join("metrics.jsonl")).unwrap();
@@ -100,7 +100,7 @@ fn dry_run_passes_every_step_with_figures_that_agree() {
             .collect()
     };
     let gpu_losses = metrics("mini-gpu");
-    assert_eq!(gpu_losses.len(), 4);
+    assert_eq!(gpu_losses.len(), 5);
     for (a, b) in metrics("mini-cpu").iter().zip(&gpu_losses) {
         assert!((a - b).abs() / a <= 1e-3, "mini: cpu {a} vs continued {b}");
     }

@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use fucina_dist::{mpirun_command, Communicator};
+use fucina_model::presets;
 use std::time::Instant;
 
 /// What `fucina bench train` runs: a preset on the built-in corpus, one micro-batch of
@@ -73,13 +74,27 @@ pub fn train(bench: &TrainBench) -> Result<Option<serde_json::Value>> {
         .peak_tflops
         .map(|t| format!("peak_tflops = {t}\n"))
         .unwrap_or_default();
+    // RoPE has no position table: a preset bounded below seq_len (gpt2-124m: 1024) is the
+    // same model at a longer context, as the GPU check measures it.
+    let positions = match presets::preset(preset) {
+        Some(text) => toml::from_str::<toml::Table>(text)?
+            .get("max_position_embeddings")
+            .and_then(|v| v.as_integer())
+            .unwrap_or(0) as usize,
+        None => 0,
+    };
+    let positions = if positions < *seq_len {
+        format!("max_position_embeddings = {seq_len}\n")
+    } else {
+        String::new()
+    };
     let text = format!(
         r#"backend = "{backend}"
 precision = "{precision}"
 out_dir = "{}"
 {peak}[model]
 preset = "{preset}"
-[data]
+{positions}[data]
 dir = "builtin"
 seq_len = {seq_len}
 [train]
