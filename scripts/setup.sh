@@ -2,11 +2,13 @@
 # Installs what fucina needs on Debian/Ubuntu, skipping whatever is already there:
 # a C toolchain and font libraries (loss plots), Open MPI with libclang (rsmpi generates its
 # bindings from the MPI headers), Mesa's Vulkan drivers (the wgpu backend, in software when
-# there is no GPU), and a Rust toolchain recent enough for burn 0.21.
+# there is no GPU), Python 3 where there is none, and a Rust toolchain recent enough for burn 0.21.
 set -euo pipefail
 
 packages=(build-essential pkg-config libfontconfig1-dev libfreetype-dev fonts-dejavu-core
           libopenmpi-dev openmpi-bin libclang-dev mesa-vulkan-drivers curl ca-certificates)
+# scripts/gpu-check.sh (and its test) writes its report with Python: any python3 will do.
+command -v python3 >/dev/null || packages+=(python3)
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then

@@ -9,6 +9,10 @@ use std::process::{Command, Output};
 const FIXTURES: [&str; 3] = ["llama-gqa", "llama3-tied", "mistral"];
 
 fn gpu_check(out: &Path, extra: &[&str]) -> Output {
+    gpu_check_within(out, extra, 8)
+}
+
+fn gpu_check_within(out: &Path, extra: &[&str], minutes: u32) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     Command::new("bash")
         .arg(root.join("scripts/gpu-check.sh"))
@@ -22,6 +26,7 @@ fn gpu_check(out: &Path, extra: &[&str]) -> Output {
         // The system interpreter: the PyTorch steps are skipped where it has no torch.
         .args(["--python", "python3"])
         .args(extra)
+        .env("FUCINA_GPU_CHECK_MINUTES", minutes.to_string())
         .output()
         .unwrap()
 }
@@ -150,4 +155,24 @@ fn a_failing_step_is_reported_and_the_next_ones_still_run() {
     assert_eq!(step(&report, "mini-vs-cpu")["status"], "skipped");
     assert_eq!(step(&report, "matmul-fucina")["status"], "ok");
     assert!(stdout.contains("| doctor | failed |"), "{stdout}");
+}
+
+#[test]
+fn steps_past_the_time_budget_are_skipped_and_said_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let result = gpu_check_within(tmp.path(), &[], 0);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}");
+    let report = report(tmp.path());
+    for name in [
+        "doctor",
+        "hf-mistral-f32",
+        "mini-cpu",
+        "train-fucina-tiny",
+        "matmul-fucina",
+    ] {
+        let step = step(&report, name);
+        assert_eq!(step["status"], "skipped", "{step:#}");
+        assert!(step["detail"].as_str().unwrap().contains("budget is spent"));
+    }
 }

@@ -244,7 +244,7 @@ pub fn allreduce(
     dispatch(backend, 0, task)?
 }
 
-fn median(mut times: Vec<f64>) -> f64 {
+pub(crate) fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }

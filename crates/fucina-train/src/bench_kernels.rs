@@ -5,6 +5,7 @@
 //! 2·b·h·s²·d (half of 4·b·h·s²·d), backward 2.5 times the forward.
 
 use crate::backend::{dispatch, BackendKind, BackendTask};
+use crate::bench::median;
 use crate::config::Precision;
 use anyhow::{anyhow, bail, Result};
 use burn::prelude::*;
@@ -27,11 +28,6 @@ impl AttentionShape {
     pub fn forward_flops(&self) -> f64 {
         2.0 * (self.batch * self.heads * self.seq * self.seq * self.head_dim) as f64
     }
-}
-
-fn median(mut times: Vec<f64>) -> f64 {
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
 }
 
 fn sync<B: Backend>(device: &B::Device) -> Result<()> {
