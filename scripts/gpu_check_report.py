@@ -40,7 +40,7 @@ if gpu:
     lines.append(f"- GPU: {gpu['name']}, {gpu['memory']}, driver {gpu['driver']}")
 if doctor:
     libs = "; ".join(f"{l['what']}: {l['found'] or 'NOT FOUND'}" for l in doctor.get("libraries", []))
-    lines.append(f"- fucina: backend {doctor['backend']}, device {doctor['device']}, bf16 "
+    lines.append(f"- fucina: backend {doctor['backend']} ({doctor['burn_backend']}) on {doctor['device']}, bf16 "
                  f"{'yes' if doctor['bf16'] else 'no'}, first operation {doctor['first_op_seconds']:.2f} s"
                  + (f"; {libs}" if libs else ""))
 lines.append(f"- PyTorch: {torch['torch']} (CUDA {'yes' if torch['cuda'] else 'no'})" if torch else "- PyTorch: not found")

@@ -31,7 +31,8 @@ impl BackendTask for Probe {
             bail!("a {n}×{n} matmul of ones gave {wrong} wrong values (expected {n} everywhere)");
         }
         Ok(json!({
-            "device": B::name(&device),
+            "burn_backend": B::name(&device),
+            "device": format!("{device:?}"),
             "bf16": B::supports_dtype(&device, DType::BF16),
             "first_op_seconds": first,
         }))
@@ -61,7 +62,8 @@ pub fn doctor(kind: BackendKind) -> Result<Value> {
     }
     let mut report = dispatch(kind, 0, Probe)??;
     eprintln!(
-        "backend {name}: device {}, bf16 tensors {}, a 256×256 matmul correct (first operation {:.2} s, kernel compilation included)",
+        "backend {name} ({}) on {}: bf16 tensors {}, a 256×256 matmul correct (first operation {:.2} s, kernel compilation included)",
+        report["burn_backend"].as_str().unwrap_or("?"),
         report["device"].as_str().unwrap_or("?"),
         if report["bf16"].as_bool() == Some(true) { "yes" } else { "no" },
         report["first_op_seconds"].as_f64().unwrap_or(0.0)
