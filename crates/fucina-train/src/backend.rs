@@ -187,7 +187,7 @@ pub fn runtime_libraries(kind: BackendKind) -> Vec<RuntimeLibrary> {
 /// backtrace. Look first, and say what is missing.
 #[cfg(any(feature = "cuda", feature = "rocm"))]
 fn gpu_runtime(kind: BackendKind) -> Result<()> {
-    let backend = format!("{kind:?}").to_lowercase();
+    let backend = kind.name();
     for library in runtime_libraries(kind) {
         if library.find().is_none() {
             bail!(

@@ -12,7 +12,6 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use fucina_dist::{mpirun_command, Communicator};
-use fucina_model::presets;
 use std::time::Instant;
 
 /// What `fucina bench train` runs: a preset on the built-in corpus, one micro-batch of
@@ -30,21 +29,6 @@ pub struct TrainBench {
     pub precision: String,
     /// The device's peak, for the MFU; the CPU's own is estimated when unset.
     pub peak_tflops: Option<f64>,
-}
-
-impl Default for TrainBench {
-    fn default() -> Self {
-        TrainBench {
-            preset: "small".into(),
-            backend: "cpu".into(),
-            steps: 10,
-            checkpointing: "none".into(),
-            seq_len: 256,
-            micro_batch: None,
-            precision: "f32".into(),
-            peak_tflops: None,
-        }
-    }
 }
 
 /// `fucina bench train`: median training tokens/s of a preset on the built-in corpus, the MFU
@@ -76,13 +60,10 @@ pub fn train(bench: &TrainBench) -> Result<Option<serde_json::Value>> {
         .unwrap_or_default();
     // RoPE has no position table: a preset bounded below seq_len (gpt2-124m: 1024) is the
     // same model at a longer context, as the GPU check measures it.
-    let positions = match presets::preset(preset) {
-        Some(text) => toml::from_str::<toml::Table>(text)?
-            .get("max_position_embeddings")
-            .and_then(|v| v.as_integer())
-            .unwrap_or(0) as usize,
-        None => 0,
-    };
+    let positions = crate::config::load_preset_table(preset)?
+        .get("max_position_embeddings")
+        .and_then(|v| v.as_integer())
+        .unwrap_or(0) as usize;
     let positions = if positions < *seq_len {
         format!("max_position_embeddings = {seq_len}\n")
     } else {

@@ -136,7 +136,7 @@ pub fn attention(
         total * 1e3
     );
     Ok(json!({
-        "backend": format!("{kind:?}").to_lowercase(),
+        "backend": kind.name(),
         "precision": precision.name(),
         "batch": shape.batch, "seq": shape.seq, "heads": heads, "kv_heads": kv_heads,
         "head_dim": shape.head_dim,
@@ -191,7 +191,7 @@ pub fn matmul(kind: BackendKind, size: usize, precision: Precision, iters: usize
         seconds * 1e3
     );
     Ok(json!({
-        "backend": format!("{kind:?}").to_lowercase(),
+        "backend": kind.name(),
         "precision": precision.name(),
         "size": size,
         "ms": seconds * 1e3,

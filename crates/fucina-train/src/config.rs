@@ -65,12 +65,9 @@ pub enum Precision {
 impl Precision {
     /// As the config spells it: `f32`, `bf16` or `bf16-pure`.
     pub fn parse(name: &str) -> anyhow::Result<Self> {
-        match name {
-            "f32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            "bf16-pure" => Ok(Precision::Bf16Pure),
-            other => anyhow::bail!("unknown precision {other:?}: expected f32, bf16 or bf16-pure"),
-        }
+        // The names are serde's, as the config reads them.
+        serde_json::from_value(serde_json::Value::String(name.to_string()))
+            .map_err(|_| anyhow!("unknown precision {name:?}: expected f32, bf16 or bf16-pure"))
     }
 
     /// The dtype the forward and backward compute in (and the model's weights are held in).
@@ -451,7 +448,7 @@ fn deserialize<T: serde::de::DeserializeOwned>(table: toml::Table, prefix: &str)
     })
 }
 
-fn load_preset_table(name: &str) -> Result<toml::Table> {
+pub(crate) fn load_preset_table(name: &str) -> Result<toml::Table> {
     let path = Path::new(name);
     let text = match presets::preset(name) {
         Some(text) => text.to_string(),

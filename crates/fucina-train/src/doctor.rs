@@ -41,7 +41,7 @@ impl BackendTask for Probe {
 
 /// Prints what it finds to stderr and returns it as JSON; an error names what is missing.
 pub fn doctor(kind: BackendKind) -> Result<Value> {
-    let name = format!("{kind:?}").to_lowercase();
+    let name = kind.name();
     let mut libraries = Vec::new();
     for library in runtime_libraries(kind) {
         let found = library.find().map(str::to_string);

@@ -138,7 +138,7 @@ pub fn check(dir: &Path, kind: BackendKind, precision: Precision) -> Result<Valu
     );
     Ok(json!({
         "model": name,
-        "backend": format!("{kind:?}").to_lowercase(),
+        "backend": kind.name(),
         "precision": precision.name(),
         "loss": loss,
         "reference_loss": reference_loss,
