@@ -287,7 +287,10 @@ fn block_checkpointing_trains_the_same_in_mixed_precision() {
     let recomputed = run(&tmp.path().join("block"), "bf16", &block);
     assert_eq!(plain.len(), 20);
     for (step, (a, b)) in plain.iter().zip(&recomputed).enumerate() {
-        // The recomputation repeats the same bf16 operations on the same inputs.
-        assert!((a - b).abs() <= 1e-6 * a, "step {}: {a} vs {b}", step + 1);
+        // The recomputation repeats the same bf16 operations on the same inputs, but the
+        // CPU matmul's threads may split a reduction differently between the two forwards;
+        // one bf16 rounding moved that way shows up as a few 1e-6 of the loss (CI saw
+        // 3.6e-6 at step 4). A recomputation that is wrong moves it by bf16's 4e-3.
+        assert!((a - b).abs() <= 5e-5 * a, "step {}: {a} vs {b}", step + 1);
     }
 }
