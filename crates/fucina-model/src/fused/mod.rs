@@ -10,6 +10,7 @@ mod attention;
 mod flex;
 #[cfg(feature = "flex")]
 pub mod kernels;
+mod mask;
 pub mod reference;
 
 use burn::prelude::*;

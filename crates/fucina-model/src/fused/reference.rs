@@ -4,7 +4,7 @@
 //! statistics are computed in f32, as PyTorch's autocast does: their exponentials and sums of
 //! squares lose too much in bf16's 8-bit mantissa.
 
-use super::cast;
+use super::{cast, mask};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::DType;
@@ -43,15 +43,7 @@ pub fn causal_softmax<B: Backend, const D: usize>(scores: Tensor<B, D>) -> Tenso
     let scores = cast(scores, DType::F32);
     let dims = scores.dims();
     let (q, k) = (dims[D - 2], dims[D - 1]);
-    let device = scores.device();
-    // One additive row shared by every matrix, which backends broadcast without expanding.
-    let mask: Vec<f32> = (0..q * k)
-        .map(|i| match i % k > i / k + (k - q) {
-            true => f32::NEG_INFINITY,
-            false => 0.0,
-        })
-        .collect();
-    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [1, q * k]), (&device, DType::F32));
+    let mask = mask::causal::<B>(q, k, &scores.device());
     let rows = dims.iter().take(D - 2).product::<usize>();
     let masked = scores.reshape([rows, q * k]) + mask;
     cast(softmax(masked.reshape(dims), D - 1), dtype)
