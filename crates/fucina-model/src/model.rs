@@ -93,11 +93,20 @@ impl<B: Backend> Llama<B> {
 
     /// Logits [batch, seq, vocab] for tokens [batch, seq] at positions `0..seq`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.logits_of(self.hidden(tokens))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.val().dims()[0]
+    }
+
+    /// The last block's output [batch, seq, hidden] for tokens [batch, seq].
+    pub fn hidden(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let mut x = self.embed(tokens);
         for layer in &self.layers {
             x = layer.forward(x, &self.rope, 0);
         }
-        self.logits_of(x)
+        x
     }
 
     /// The first block's input [batch, seq, hidden] for tokens [batch, seq].
@@ -110,13 +119,20 @@ impl<B: Backend> Llama<B> {
     pub fn logits_of(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         // One [batch·seq, hidden] gemm rather than a batch of per-row ones (see `project`).
-        let x = norm(&self.norm, x).reshape([batch * seq, hidden]);
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => x.matmul(self.embed_tokens.weight.val().transpose()),
-        };
+        let logits = self.logits_rows(x.reshape([batch * seq, hidden]));
         let vocab = logits.dims()[1];
         logits.reshape([batch, seq, vocab])
+    }
+
+    /// Logits [rows, vocab] of rows [rows, hidden] of the last block's output: the final norm
+    /// and the head, row by row, so a chunk of rows gives its own logits.
+    pub fn logits_rows(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [rows, hidden] = x.dims();
+        let x = norm(&self.norm, x.reshape([1, rows, hidden])).reshape([rows, hidden]);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.matmul(self.embed_tokens.weight.val().transpose()),
+        }
     }
 
     /// Mean next-token cross-entropy; `targets` has the shape of `tokens`.

@@ -19,11 +19,13 @@ use burn::tensor::backend::AutodiffBackend;
 use fucina_model::model::Block;
 use fucina_model::Llama;
 
-/// The gradients of the scalar `loss_of(logits)` returns, for logits `model.forward(tokens)`.
+/// The gradients of the loss, for tokens [rows, seq]. `head` is step 2: given the last block's
+/// output (no graph), the loss's gradient with respect to it and the head's gradients (see
+/// `crate::head`).
 pub fn gradients<B: AutodiffBackend>(
     model: &Llama<B>,
     tokens: Tensor<B, 2, Int>,
-    loss_of: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 1>,
+    head: impl FnOnce(Tensor<B::InnerBackend, 3>) -> (Tensor<B::InnerBackend, 3>, GradientsParams),
 ) -> GradientsParams {
     let inner = model.valid();
     let mut inputs = Vec::with_capacity(inner.layers.len());
@@ -34,13 +36,7 @@ pub fn gradients<B: AutodiffBackend>(
         x = next;
     }
 
-    let mut grads = GradientsParams::new();
-    let last = Tensor::<B, 3>::from_inner(x).require_grad();
-    let mut backward = loss_of(model.logits_of(last.clone())).backward();
-    let mut grad_out = last
-        .grad(&backward)
-        .expect("the loss depends on the last block");
-    add_grads::<B, _>(&mut grads, &mut backward, model);
+    let (mut grad_out, mut grads) = head(x);
 
     for (layer, input) in inner.layers.into_iter().zip(inputs).rev() {
         // Fresh leaves with the same ParamIds: this graph shares no node with the others.
@@ -66,7 +62,7 @@ pub fn gradients<B: AutodiffBackend>(
 
 /// Moves the gradients of `module`'s parameters from `backward` into `grads`, adding to any
 /// already there (a tied embedding gets one from the head and one from the lookup).
-fn add_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+pub(crate) fn add_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     grads: &mut GradientsParams,
     backward: &mut B::Gradients,
     module: &M,

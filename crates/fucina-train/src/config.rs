@@ -157,6 +157,14 @@ pub struct TrainConfig {
     /// the rest there (less memory, one more forward pass of the blocks); `none` keeps it all.
     #[serde(default)]
     pub activation_checkpointing: Checkpointing,
+    /// The head and the loss take the micro-batch's rows in chunks whose f32 logits fit in this
+    /// many MiB (a 128k vocabulary makes 0.5 MiB per token); 0 takes them all at once.
+    #[serde(default = "default_logits_chunk_mb")]
+    pub logits_chunk_mb: f64,
+}
+
+fn default_logits_chunk_mb() -> f64 {
+    256.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -387,6 +395,7 @@ impl RunConfig {
             ("train.eps", t.eps),
             ("train.weight_decay", t.weight_decay),
             ("train.grad_clip", t.grad_clip),
+            ("train.logits_chunk_mb", t.logits_chunk_mb),
         ] {
             if !value.is_finite() || value < 0.0 {
                 bail!("{key} must be a finite number ≥ 0 (got {value})");

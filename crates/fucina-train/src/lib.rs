@@ -15,6 +15,7 @@ pub mod export;
 pub mod flat_moments;
 pub mod generate;
 pub mod grads;
+pub mod head;
 pub mod hf_check;
 pub mod loss;
 pub mod manifest;

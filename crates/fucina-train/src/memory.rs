@@ -100,14 +100,6 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
             3 * f32_share * v + 3 * h,
         ),
     };
-    let layers = model.num_hidden_layers as u64;
-    let per_token = match config.train.activation_checkpointing {
-        Checkpointing::None => per_layer * layers + head,
-        // Each block's input and the gradient coming back through the blocks (f32, the
-        // residual stream), and one graph at a time: the head's, then one recomputed block's
-        // (see `checkpointing`).
-        Checkpointing::Block => f32_share * (layers * h + h) + per_layer.max(head),
-    };
     let rows = config.train.micro_batch_size;
     // A CPU rank trains a micro-batch in parts, as many at once as it has threads (this
     // process's pool: the check runs where the run will); a GPU takes it whole.
@@ -120,6 +112,27 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
         false => (rows, false),
     };
     let tokens = in_flight.min(rows) as u64 * seq;
+    // The head and the loss hold the logits of one chunk of rows at a time in each part in
+    // flight (crate::head): the logits' share of the head counts only those tokens.
+    let parts_in_flight = match cpu {
+        true => cpu_parts(rows, config.data.seq_len).min(rayon::current_num_threads()),
+        false => 1,
+    } as u64;
+    let chunk = crate::head::chunk_rows(
+        v as usize,
+        crate::threads::Memory::of(&config.train).logits_chunk_bytes,
+    ) as u64;
+    let logits_tokens = chunk.saturating_mul(parts_in_flight).min(tokens.max(1));
+    let logits = f32_share * v * if fused { 1 } else { 3 };
+    let head = head - logits + (logits * logits_tokens).div_ceil(tokens.max(1));
+    let layers = model.num_hidden_layers as u64;
+    let per_token = match config.train.activation_checkpointing {
+        Checkpointing::None => per_layer * layers + head,
+        // Each block's input and the gradient coming back through the blocks (f32, the
+        // residual stream), and one graph at a time: the head's, then one recomputed block's
+        // (see `checkpointing`).
+        Checkpointing::Block => f32_share * (layers * h + h) + per_layer.max(head),
+    };
     let grads = trainable * bytes;
     // Gradients of earlier micro-batches or parts are held while the next one runs.
     let accum = config.global_batch_seqs() / (world_size.max(1) * rows).max(1);
@@ -195,6 +208,27 @@ mod tests {
              [dist]\nshard_optimizer = {shard}\n"
         );
         RunConfig::from_toml_str(&text, &[]).unwrap()
+    }
+
+    #[test]
+    fn chunked_logits_count_one_chunk_of_a_large_vocabulary() {
+        let text = |chunk_mb: f64| {
+            format!(
+                "out_dir = \"x\"\n[model]\npreset = \"tiny\"\nvocab_size = 128256\nmax_position_embeddings = 1024\n[data]\n\
+                 dir = \"builtin\"\nseq_len = 1024\n[train]\nsteps = 1\n\
+                 global_batch_tokens = 4096\nmicro_batch_size = 4\nlr = 1e-3\n\
+                 logits_chunk_mb = {chunk_mb}\n"
+            )
+        };
+        let activations = |chunk_mb| {
+            let config = RunConfig::from_toml_str(&text(chunk_mb), &[]).unwrap();
+            super::estimate(&config, 1).unwrap().activations
+        };
+        let (whole, chunked) = (activations(0.0), activations(64.0));
+        // Each part in flight (one thread's 1,024 tokens at least) has 0.5 GiB of f32 logits;
+        // in chunks it holds 64 MiB of them.
+        assert!(whole > 512 << 20, "{whole}");
+        assert!(chunked < whole / 4, "{chunked} vs {whole}");
     }
 
     #[test]

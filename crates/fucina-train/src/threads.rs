@@ -6,6 +6,7 @@
 
 use crate::checkpointing;
 use crate::config::Checkpointing;
+use crate::head::{self, RowLoss};
 use crate::loss::{logits_loss, tokens_to_tensor};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -27,11 +28,30 @@ pub fn cpu_parts(rows: usize, seq_len: usize) -> usize {
     rayon::current_num_threads().max(by_size).min(rows).max(1)
 }
 
+/// The train section's memory options, as `forward_backward` takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `train.activation_checkpointing`.
+    pub checkpointing: Checkpointing,
+    /// `train.logits_chunk_mb` in bytes: the head and the loss go over chunks of rows whose
+    /// f32 logits fit in it (0: all rows at once).
+    pub logits_chunk_bytes: usize,
+}
+
+impl Memory {
+    pub fn of(train: &crate::config::TrainConfig) -> Self {
+        Memory {
+            checkpointing: train.activation_checkpointing,
+            logits_chunk_bytes: (train.logits_chunk_mb * (1 << 20) as f64) as usize,
+        }
+    }
+}
+
 /// Accumulates into `grads` the gradient of the micro-batch's loss share (÷ `accum`) and
 /// returns that loss. `rows` sequences in `parts` (see `cpu_parts`), `scale` as for
 /// `micro_loss`; `widen`: bf16 gradients are widened to f32 before they are summed (see the
 /// trainer); `poison` turns the loss into NaN (the fault injection of the non-finite tests);
-/// `checkpointing` is `train.activation_checkpointing`.
+/// `memory`: what the backward recomputes and how many logits it holds at once.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward<B: AutodiffBackend>(
     model: &Llama<B>,
@@ -40,7 +60,7 @@ pub fn forward_backward<B: AutodiffBackend>(
     scale: f64,
     accum: usize,
     poison: bool,
-    checkpointing: Checkpointing,
+    memory: Memory,
     grads: &mut GradientsAccumulator<Llama<B>>,
     device: &B::Device,
 ) -> f64 {
@@ -50,6 +70,34 @@ pub fn forward_backward<B: AutodiffBackend>(
             Some(_) => 1.0,
             None => part_rows as f64 / rows as f64,
         };
+        let poison = match poison {
+            true => f64::NAN,
+            false => 1.0,
+        };
+        let tokens = tokens_to_tensor::<B>(&batch.inputs, part_rows, device);
+        let vocab = model.vocab_size();
+        let chunk = head::chunk_rows(vocab, memory.logits_chunk_bytes);
+        if batch.targets.len() > chunk {
+            // Σ weights ⊙ nll is the loss below, term by term.
+            let loss = RowLoss::of(batch, scale, weight * poison / accum as f64);
+            let mut value = 0.0;
+            let mut head = |x: Tensor<B::InnerBackend, 3>| {
+                let (total, grad, grads) = head::chunked(model, x, &loss, chunk);
+                value = total * accum as f64;
+                (grad, grads)
+            };
+            let part_grads = match memory.checkpointing {
+                Checkpointing::None => {
+                    let hidden = model.hidden(tokens);
+                    let (grad, mut grads) = head(hidden.clone().inner());
+                    let mut backward = (hidden * Tensor::from_inner(grad)).sum().backward();
+                    checkpointing::add_grads::<B, _>(&mut grads, &mut backward, model);
+                    grads
+                }
+                Checkpointing::Block => checkpointing::gradients(model, tokens, head),
+            };
+            return (value, part_grads);
+        }
         let mut value = 0.0;
         let mut loss_of = |logits: Tensor<B, 3>| {
             let loss = logits_loss(logits, batch, part_rows, scale, device);
@@ -58,20 +106,21 @@ pub fn forward_backward<B: AutodiffBackend>(
             } else {
                 loss.mul_scalar(weight)
             };
-            let loss = match poison {
+            let loss = match poison.is_nan() {
                 true => loss.mul_scalar(f64::NAN),
                 false => loss,
             };
             value = loss.clone().into_scalar().elem::<f64>();
             loss.div_scalar(accum as f64)
         };
-        let tokens = tokens_to_tensor::<B>(&batch.inputs, part_rows, device);
-        let part_grads = match checkpointing {
+        let part_grads = match memory.checkpointing {
             Checkpointing::None => {
                 let loss = loss_of(model.forward(tokens));
                 GradientsParams::from_grads(loss.backward(), model)
             }
-            Checkpointing::Block => checkpointing::gradients(model, tokens, loss_of),
+            Checkpointing::Block => {
+                checkpointing::gradients(model, tokens, |x| head::whole(model, x, loss_of))
+            }
         };
         (value, part_grads)
     };

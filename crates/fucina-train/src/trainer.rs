@@ -9,7 +9,7 @@ use crate::data::{self, RunData};
 use crate::loss::{eval_sums, step_scale};
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::learning_rate;
-use crate::threads::{cpu_parts, forward_backward};
+use crate::threads::{cpu_parts, forward_backward, Memory};
 use crate::update::Updater;
 use crate::watchdog::{self, Watchdog};
 use crate::{generate, plot};
@@ -321,7 +321,6 @@ fn run<B: AutodiffBackend>(
             let batch = loader.micro_batch(step, micro);
             let acc = &mut accumulator;
             let split = (rows, parts, widen);
-            let checkpointing = config.train.activation_checkpointing;
             loss_sum += forward_backward(
                 &model,
                 &batch,
@@ -329,7 +328,7 @@ fn run<B: AutodiffBackend>(
                 scale,
                 accum,
                 poison,
-                checkpointing,
+                Memory::of(&config.train),
                 acc,
                 device,
             );

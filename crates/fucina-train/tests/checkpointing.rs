@@ -1,7 +1,8 @@
-//! `train.activation_checkpointing = "block"` computes the gradients the plain backward does,
-//! on the Flex backend with its fused kernels: for a full model (untied and tied head), under
-//! LoRA (frozen weights get none), for the masked chat loss, with the rows split into parts,
-//! and it trains the same 20 steps.
+//! `train.activation_checkpointing = "block"` and the loss over chunks of rows
+//! (`train.logits_chunk_mb`) compute the gradients the plain backward does, on the Flex backend
+//! with its fused kernels: for a full model (untied and tied head), under LoRA (frozen weights
+//! get none), for the masked chat loss, with the rows split into parts, and they train the
+//! same 20 steps.
 
 mod common;
 
@@ -14,7 +15,7 @@ use fucina_data::Batch;
 use fucina_dist::SingleProcess;
 use fucina_model::{Llama, LlamaConfig, LoraSpec};
 use fucina_train::config::Checkpointing;
-use fucina_train::threads::forward_backward;
+use fucina_train::threads::{forward_backward, Memory};
 use fucina_train::{train, TrainOptions};
 
 type AD = burn::backend::Autodiff<B>;
@@ -89,20 +90,36 @@ fn batch(vocab: usize, masked: bool) -> Batch {
     }
 }
 
+/// Whole logits, with or without block checkpointing.
+fn whole(checkpointing: Checkpointing) -> Memory {
+    Memory {
+        checkpointing,
+        logits_chunk_bytes: 0,
+    }
+}
+
+/// Chunks of 20 rows of the `vocab`-wide logits: the parts' 64 or 128 rows end in a short one.
+fn chunks(checkpointing: Checkpointing, vocab: usize) -> Memory {
+    Memory {
+        checkpointing,
+        logits_chunk_bytes: 20 * 4 * vocab,
+    }
+}
+
 fn gradients(
     model: &Llama<AD>,
     batch: &Batch,
     parts: usize,
-    checkpointing: Checkpointing,
+    memory: Memory,
 ) -> (f64, GradientsParams) {
-    poisoned_gradients(model, batch, parts, checkpointing, false)
+    poisoned_gradients(model, batch, parts, memory, false)
 }
 
 fn poisoned_gradients(
     model: &Llama<AD>,
     batch: &Batch,
     parts: usize,
-    checkpointing: Checkpointing,
+    memory: Memory,
     poison: bool,
 ) -> (f64, GradientsParams) {
     let scale = match &batch.mask {
@@ -113,15 +130,7 @@ fn poisoned_gradients(
     let device = Default::default();
     let split = (ROWS, parts, false);
     let loss = forward_backward(
-        model,
-        batch,
-        split,
-        scale,
-        2,
-        poison,
-        checkpointing,
-        &mut acc,
-        &device,
+        model, batch, split, scale, 2, poison, memory, &mut acc, &device,
     );
     (loss, acc.grads())
 }
@@ -157,12 +166,25 @@ fn compare(model: &Llama<AD>, a: &GradientsParams, b: &GradientsParams) -> Vec<(
 fn check(config: &LlamaConfig, lora: bool, masked: bool) {
     let model = model(config, lora);
     let batch = batch(config.vocab_size, masked);
-    for parts in [1, 2] {
-        let (loss, plain) = gradients(&model, &batch, parts, Checkpointing::None);
-        let (loss_ckpt, ckpt) = gradients(&model, &batch, parts, Checkpointing::Block);
-        let case = format!("lora {lora}, masked {masked}, {parts} part(s)");
+    let vocab = config.vocab_size;
+    let variants = [
+        (whole(Checkpointing::Block), "block"),
+        (chunks(Checkpointing::None, vocab), "chunked loss"),
+        (chunks(Checkpointing::Block, vocab), "block, chunked loss"),
+    ];
+    for (parts, (memory, name)) in [1, 2].into_iter().flat_map(|p| variants.map(|v| (p, v))) {
+        let (loss, plain) = gradients(&model, &batch, parts, whole(Checkpointing::None));
+        let (loss_ckpt, ckpt) = gradients(&model, &batch, parts, memory);
+        let case = format!("{name}: lora {lora}, masked {masked}, {parts} part(s)");
         assert!(loss.is_finite() && loss > 0.0, "{case}: loss {loss}");
-        assert_eq!(loss, loss_ckpt, "{case}");
+        // The chunked loss sums weighted chunks where the plain one takes a mean.
+        match memory.logits_chunk_bytes {
+            0 => assert_eq!(loss, loss_ckpt, "{case}"),
+            _ => assert!(
+                (loss - loss_ckpt).abs() <= 1e-6 * loss,
+                "{case}: {loss} vs {loss_ckpt}"
+            ),
+        }
         assert_eq!(
             plain.len(),
             ckpt.len(),
@@ -212,7 +234,7 @@ fn under_lora_only_the_adapters_get_gradients() {
         &model,
         &batch(config.vocab_size, false),
         2,
-        Checkpointing::Block,
+        chunks(Checkpointing::Block, config.vocab_size),
     );
     // Two layers × four adapters × (A, B).
     assert_eq!(grads.len(), 2 * 4 * 2);
@@ -226,7 +248,13 @@ fn a_poisoned_loss_reaches_every_gradient_through_the_recompute() {
     let config = tiny(&[]);
     let model = model(&config, false);
     let batch = batch(config.vocab_size, false);
-    let (loss, grads) = poisoned_gradients(&model, &batch, 2, Checkpointing::Block, true);
+    let (loss, grads) = poisoned_gradients(&model, &batch, 2, whole(Checkpointing::Block), true);
+    assert!(loss.is_nan());
+    let id = model.layers[0].self_attn.q_proj.weight.id;
+    let grad = grads.get::<B, 2>(id).expect("a gradient");
+    assert!(grad.is_nan().any().into_scalar());
+    let memory = chunks(Checkpointing::Block, config.vocab_size);
+    let (loss, grads) = poisoned_gradients(&model, &batch, 2, memory, true);
     assert!(loss.is_nan());
     // The first block's query projection: reached only through every recomputed block.
     let id = model.layers[0].self_attn.q_proj.weight.id;
@@ -235,22 +263,32 @@ fn a_poisoned_loss_reaches_every_gradient_through_the_recompute() {
 }
 
 #[test]
-fn twenty_steps_train_the_same_with_and_without_checkpointing() {
+fn twenty_steps_train_the_same_with_checkpointing_and_chunked_logits() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let run = |name: &str, mode: &str| {
+    let run = |name: &str, mode: &str, chunk_mb: &str| {
         let setting = format!("train.activation_checkpointing={mode}");
-        let config = common::tiny_run(&tmp.path().join(name), &[&setting, "checkpoint.every=0"]);
+        let chunk = format!("train.logits_chunk_mb={chunk_mb}");
+        let config = common::tiny_run(
+            &tmp.path().join(name),
+            &[&setting, &chunk, "checkpoint.every=0"],
+        );
         assert_eq!(config.train.steps, 20);
         train(config, &SingleProcess, TrainOptions::default())
             .unwrap()
             .losses
     };
-    let plain = run("none", "none");
-    let ckpt = run("block", "block");
+    let plain = run("none", "none", "0");
     assert_eq!(plain.len(), 20);
-    for (step, (a, b)) in plain.iter().zip(&ckpt).enumerate() {
-        assert!((a - b).abs() <= 1e-6 * a.abs(), "step {step}: {a} vs {b}");
+    // 0.25 MiB: 16 rows of the tiny model's 4,096 logits per chunk.
+    for (name, mode, chunk_mb) in [("block", "block", "0"), ("chunked", "none", "0.25")] {
+        let other = run(name, mode, chunk_mb);
+        for (step, (a, b)) in plain.iter().zip(&other).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * a.abs(),
+                "{name}: step {step}: {a} vs {b}"
+            );
+        }
     }
     assert!(plain.last() < plain.first());
 }
@@ -266,4 +304,11 @@ fn lora_dropout_is_refused_with_checkpointing() {
     let error = fucina_train::RunConfig::from_toml_str(&text, &set).unwrap_err();
     assert!(format!("{error:#}").contains("lora.dropout"), "{error:#}");
     assert!(fucina_train::RunConfig::from_toml_str(&text, &[]).is_ok());
+}
+
+#[test]
+fn a_llama_3_vocabulary_gives_the_plain_gradients_in_chunks() {
+    let _serial = serial();
+    // 128,256 logits per row, 20 rows per chunk: what `logits_chunk_mb` is for.
+    check(&tiny(&["model.vocab_size=128256"]), false, true);
 }
