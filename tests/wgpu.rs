@@ -1,6 +1,8 @@
 //! Training on WGPU (in CI: Mesa's lavapipe, software Vulkan) agrees with the CPU backend. Both
 //! continue the same checkpoint, so the weights and data are equal and only the arithmetic
-//! differs: GPU reductions in another order, so a small relative tolerance.
+//! differs: GPU reductions in another order, so a small relative tolerance. `mini` (head
+//! dimension 64) runs its attention through the flash kernels (`fused::flash`) on WGPU and
+//! through the Flex kernels on the CPU.
 #![cfg(feature = "wgpu")]
 
 use std::path::Path;
@@ -9,10 +11,10 @@ use std::process::Command;
 const RUN: &str = r#"
 seed = 7
 [model]
-preset = "tiny"
+preset = "mini"
 [data]
 dir = "builtin"
-seq_len = 32
+seq_len = 64
 [train]
 steps = 4
 global_batch_tokens = 256
@@ -68,7 +70,7 @@ fn wgpu_continues_a_cpu_checkpoint_with_the_same_losses() {
     ];
     train(&config, &gpu, &resume);
 
-    // The head and loss over chunks of 16 rows (tiny's 4,096-token vocabulary: 256 KiB).
+    // The head and loss over chunks of 16 rows (mini's 4,096-token vocabulary: 256 KiB).
     let chunked = tmp.path().join("wgpu-chunked");
     let chunk = ["--set", "train.logits_chunk_mb=0.25"];
     train(&config, &chunked, &[&resume[..], &chunk[..]].concat());

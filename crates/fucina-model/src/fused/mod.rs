@@ -6,6 +6,12 @@
 
 #[cfg(feature = "flex")]
 mod attention;
+#[cfg(feature = "cube")]
+mod cube;
+#[cfg(feature = "cube")]
+mod device;
+#[cfg(feature = "cube")]
+pub mod flash;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
@@ -15,6 +21,8 @@ pub mod reference;
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
+#[cfg(feature = "cube")]
+pub use device::{device_memory, DeviceMemory};
 
 /// `x` in `dtype`; no operation (and no autodiff node) when it already is.
 pub fn cast<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
@@ -52,7 +60,28 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
         Ok(y) => return tensor(y),
         Err((q, k, v)) => (tensor(q), tensor(k), tensor(v)),
     };
+    #[cfg(feature = "cube")]
+    let (q, k, v) = match flash_attention(q, k, v) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
     reference::attention(q, k, v)
+}
+
+type Qkv<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
+
+/// `attention` by the flash kernels (`flash`) when `B` is a cubecl backend of this binary and
+/// the kernels take these shapes and dtypes; else the inputs back.
+#[cfg(feature = "cube")]
+pub fn flash_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Result<Tensor<B, 4>, Qkv<B>> {
+    match cube::attention::<B>(float(q), float(k), float(v)) {
+        Ok(y) => Ok(tensor(y)),
+        Err((q, k, v)) => Err((tensor(q), tensor(k), tensor(v))),
+    }
 }
 
 /// silu(gate) ⊙ up.

@@ -1,0 +1,113 @@
+//! The flash-attention kernels on WGPU (Mesa's lavapipe in CI) against burn's composed
+//! attention (`fused::reference`) on the same backend: outputs, and the gradients of q, k and v
+//! under a weighted sum of the output.
+#![cfg(feature = "wgpu")]
+
+use burn::backend::{Autodiff, Wgpu};
+use burn::prelude::*;
+use burn::tensor::DType;
+use fucina_model::fused::{self, reference};
+
+type Ad = Autodiff<Wgpu>;
+
+/// Deterministic values in about ±2, different for each `salt`, made on the host (the
+/// backend's RNG is shared by tests running in parallel).
+fn input(shape: [usize; 4], salt: usize) -> Tensor<Ad, 4> {
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 + salt * 104_729) % 1009) as f32 / 252.0 - 2.0)
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+}
+
+fn values<B: Backend>(t: Tensor<B, 4>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+/// The worst difference relative to the largest reference value.
+fn error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    (got.iter().zip(want))
+        .map(|(g, w)| (g - w).abs() / scale)
+        .fold(0f32, f32::max)
+}
+
+/// (output, dq, dk, dv) of `attend` on q, k, v in `dtype`, as f32.
+fn run(
+    qkv: &[Tensor<Ad, 4>; 3],
+    dtype: DType,
+    attend: impl Fn(Tensor<Ad, 4>, Tensor<Ad, 4>, Tensor<Ad, 4>) -> Tensor<Ad, 4>,
+) -> [Vec<f32>; 4] {
+    let leaves = qkv.clone().map(|t| t.cast(dtype).detach().require_grad());
+    let [q, k, v] = leaves.clone();
+    let out = attend(q, k, v);
+    let n = out.shape().num_elements();
+    let w: Vec<f32> = (0..n).map(|i| (i * 31 % 17) as f32 / 17.0 - 0.5).collect();
+    let w = Tensor::<Ad, 4>::from_data(TensorData::new(w, out.dims()), &out.device());
+    let grads = (out.clone().cast(DType::F32) * w).sum().backward();
+    let [dq, dk, dv] = leaves.map(|l| values(l.grad(&grads).expect("a gradient")));
+    [values(out.inner()), dq, dk, dv]
+}
+
+fn check(seq: usize, heads: usize, kv_heads: usize, dim: usize, dtype: DType, tol: f32) {
+    let scale = 1.0 / (dim as f32).sqrt();
+    let q = input([2, seq, heads, dim], 1) * scale;
+    let (k, v) = (
+        input([2, seq, kv_heads, dim], 2),
+        input([2, seq, kv_heads, dim], 3),
+    );
+    let qkv = [q, k, v];
+    let flash = run(&qkv, dtype, |q, k, v| {
+        fused::flash_attention(q, k, v)
+            .ok()
+            .expect("the flash kernels take these shapes")
+    });
+    // The reference in f32 from the same (rounded) inputs.
+    let rounded = qkv.clone().map(|t| t.cast(dtype).cast(DType::F32));
+    let want = run(&rounded, DType::F32, reference::attention);
+    for (what, (got, want)) in ["out", "dq", "dk", "dv"]
+        .iter()
+        .zip(flash.iter().zip(&want))
+    {
+        let e = error(got, want);
+        assert!(
+            e <= tol,
+            "{dtype:?} seq {seq}, {heads}/{kv_heads} heads, dim {dim}: {what} off by {e:e} of its largest value"
+        );
+    }
+}
+
+#[test]
+fn flash_attention_matches_the_reference_in_f32() {
+    for dim in [64, 128] {
+        for (heads, kv_heads) in [(4, 1), (2, 2)] {
+            for seq in [1, 63, 64, 130, 512] {
+                check(seq, heads, kv_heads, dim, DType::F32, 1e-4);
+            }
+        }
+    }
+}
+
+/// f16 inputs and outputs, f32 inside: the output and gradients are rounded to f16 once
+/// (2⁻¹¹ ≈ 4.9e-4 of a value), and dq sums a row's terms that were each rounded that much.
+#[test]
+fn flash_attention_matches_the_reference_in_f16() {
+    for (heads, kv_heads) in [(4, 1), (2, 2)] {
+        for seq in [63, 130] {
+            check(seq, heads, kv_heads, 64, DType::F16, 4e-3);
+        }
+    }
+}
+
+#[test]
+fn without_autodiff_the_forward_matches() {
+    let [q, k, v] = [1, 2, 3].map(|s| input([1, 70, 2, 64], s).inner());
+    let q = q / 8.0;
+    let got = fused::flash_attention::<Wgpu>(q.clone(), k.clone(), v.clone())
+        .ok()
+        .expect("the flash kernels take these shapes");
+    let want = reference::attention(q, k, v);
+    let e = error(&values(got), &values(want));
+    assert!(e <= 1e-4, "off by {e:e}");
+}
