@@ -60,8 +60,7 @@ fn check(seq: usize, heads: usize, kv_heads: usize, dim: usize, dtype: DType, to
     let qkv = [q, k, v];
     let flash = run(&qkv, dtype, |q, k, v| {
         fused::flash_attention(q, k, v)
-            .ok()
-            .expect("the flash kernels take these shapes")
+            .unwrap_or_else(|_| panic!("the flash kernels take these shapes"))
     });
     // The reference in f32 from the same (rounded) inputs.
     let rounded = qkv.clone().map(|t| t.cast(dtype).cast(DType::F32));
@@ -105,9 +104,22 @@ fn without_autodiff_the_forward_matches() {
     let [q, k, v] = [1, 2, 3].map(|s| input([1, 70, 2, 64], s).inner());
     let q = q / 8.0;
     let got = fused::flash_attention::<Wgpu>(q.clone(), k.clone(), v.clone())
-        .ok()
-        .expect("the flash kernels take these shapes");
+        .unwrap_or_else(|_| panic!("the flash kernels take these shapes"));
     let want = reference::attention(q, k, v);
     let e = error(&values(got), &values(want));
     assert!(e <= 1e-4, "off by {e:e}");
+}
+
+/// Past lavapipe's loop limit WGPU takes the composed attention (the kernel would be cut off
+/// mid-row there); the shapes alone decide, so nothing runs.
+#[test]
+fn long_sequences_on_wgpu_take_the_composed_attention() {
+    let device = Default::default();
+    let at = |seq: usize, dim: usize| {
+        let q = Tensor::<Ad, 4>::zeros([1, seq, 1, dim], &device);
+        fused::flash_attention(q.clone(), q.clone(), q).is_ok()
+    };
+    assert!(!at(4096, 64) && !at(2048, 128));
+    assert!(fused::flash_within_loop_limit(2048, 64, true));
+    assert!(fused::flash_within_loop_limit(1 << 20, 128, false));
 }

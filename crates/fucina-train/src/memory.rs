@@ -84,6 +84,23 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
     // that keep only their inputs and the attention probabilities for the backward pass.
     let fused = config.backend == BackendKind::Flex
         || (config.backend == BackendKind::Cpu && cfg!(feature = "flex"));
+    // On the cubecl backends attention is the flash kernels (fucina_model::fused::flash),
+    // which keep one f32 logsumexp per head and token for the backward and no scores; the
+    // composed attention elsewhere keeps two rows of seq scores per head and token.
+    let flash = matches!(
+        config.backend,
+        BackendKind::Wgpu | BackendKind::Cuda | BackendKind::Rocm
+    ) && model.head_dim() <= 256
+        && fucina_model::fused::flash_enabled()
+        && fucina_model::fused::flash_within_loop_limit(
+            seq as usize,
+            model.head_dim(),
+            config.backend == BackendKind::Wgpu,
+        );
+    let scores = match flash {
+        true => f32_share * heads,
+        false => 2 * f32_share * heads * seq,
+    };
     let (per_layer, head) = match fused {
         // Per token and layer: the two norms' inputs and outputs (4 h), q, k, v and the
         // attention output (2 h + 2 kv), gate, up and their product (3 I), one probability per
@@ -93,12 +110,9 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
             f32_share * v + 2 * h,
         ),
         // Norms and residuals (~14 h), k/v before and after RoPE, the SwiGLU branch (gate,
-        // up, activation, product, ~5 I) and, per head, the softmax's exponentials and its
-        // output; at the head, logits, log-softmax and their gradient.
-        false => (
-            14 * h + 3 * kv + 5 * i + 2 * f32_share * heads * seq,
-            3 * f32_share * v + 3 * h,
-        ),
+        // up, activation, product, ~5 I) and attention's `scores`; at the head, logits,
+        // log-softmax and their gradient.
+        false => (14 * h + 3 * kv + 5 * i + scores, 3 * f32_share * v + 3 * h),
     };
     let rows = config.train.micro_batch_size;
     // A CPU rank trains a micro-batch in parts, as many at once as it has threads (this

@@ -90,7 +90,9 @@ fn register<B: FusionBackend, const N: usize, const M: usize>(
         run,
     };
     let results = client.register(streams, OperationIr::Custom(desc), op);
-    results.try_into().ok().expect("one tensor per output")
+    results
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("register returns one tensor per output"))
 }
 
 fn array<T, const N: usize>(v: Vec<T>) -> [T; N] {
@@ -165,7 +167,12 @@ fn on<B: Backend, G: Flash>(
     let dtype = q.dtype();
     let usable = [k.dtype(), v.dtype()].iter().all(|&d| d == dtype)
         && matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
-        && flash::fits(&q.shape(), &k.shape(), &v.shape());
+        && flash::fits(&q.shape(), &k.shape(), &v.shape())
+        && {
+            let [_, seq, _, dim] = q.shape().dims::<4>();
+            let wgpu = B::name(&B::float_device(&q)).contains("wgpu");
+            super::flash_within_loop_limit(seq, dim, wgpu)
+        };
     if !usable || ![TypeId::of::<G>(), TypeId::of::<Autodiff<G>>()].contains(&b) {
         return Err((q, k, v));
     }

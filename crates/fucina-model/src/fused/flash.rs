@@ -321,7 +321,8 @@ fn dkv_kernel<F: Float>(
     let mut ls = SharedMemory::<f32>::new(tile);
     let mut ds_row = SharedMemory::<f32>::new(tile);
     // Queries before this cube's first key see none of its keys.
-    let tiles = (seq + tile - 1) / tile;
+    let covered = seq + tile - 1;
+    let tiles = covered / tile;
     for t in first / tile..tiles {
         let start = t * tile;
         load_tile::<F>(q, &mut qs, b, h, start, tile, dim);
@@ -428,7 +429,7 @@ fn tile<R: CubeRuntime>(t: &CubeTensor<R>, dim: usize, arrays: usize, scalars: u
 fn lanes<R: CubeRuntime>(t: &CubeTensor<R>, dim: usize) -> usize {
     match R::name(&t.client).starts_with("wgpu") {
         false => dim,
-        true => [8, 4, 2].into_iter().find(|l| dim % l == 0).unwrap_or(1),
+        true => super::wgpu_lanes(dim),
     }
 }
 

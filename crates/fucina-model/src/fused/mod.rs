@@ -61,11 +61,38 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
         Err((q, k, v)) => (tensor(q), tensor(k), tensor(v)),
     };
     #[cfg(feature = "cube")]
-    let (q, k, v) = match flash_attention(q, k, v) {
-        Ok(y) => return y,
-        Err(inputs) => inputs,
+    let (q, k, v) = match flash_enabled() {
+        true => match flash_attention(q, k, v) {
+            Ok(y) => return y,
+            Err(inputs) => inputs,
+        },
+        false => (q, k, v),
     };
     reference::attention(q, k, v)
+}
+
+/// How many steps of the flash kernels' loops over the head dimension are unrolled on WGPU.
+fn wgpu_lanes(dim: usize) -> usize {
+    [8, 4, 2]
+        .into_iter()
+        .find(|l| dim.is_multiple_of(*l))
+        .unwrap_or(1)
+}
+
+/// Whether the flash kernels' rolled loops stay under lavapipe's 65,535 passes per invocation
+/// (on `wgpu`; CUDA and ROCm have no such limit): the dq kernel's, the longest, makes about
+/// `seq × (2 dim / lanes + 6)` (measured: seq 3,000 at head dimension 64 is the edge). WGPU
+/// cannot tell lavapipe from a GPU, so longer inputs take the composed attention there.
+pub fn flash_within_loop_limit(seq: usize, dim: usize, wgpu: bool) -> bool {
+    !wgpu || seq * (2 * dim / wgpu_lanes(dim) + 6) <= 60_000
+}
+
+/// `FUCINA_FLASH=0` runs attention composed from burn operations (`reference`) on the GPU
+/// backends too: what the flash kernels are measured against, and a way round a driver that
+/// miscompiles them. Read once per process.
+pub fn flash_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FUCINA_FLASH").map_or(true, |v| v.trim() != "0"))
 }
 
 type Qkv<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
