@@ -35,6 +35,10 @@ pub enum BenchCommand {
         /// The device's dense peak in TFLOP/s, for the MFU [default: estimated on the CPU].
         #[arg(long)]
         peak_tflops: Option<f64>,
+        /// train.logits_chunk_mb: MiB of f32 logits per chunk of the head and loss; 0 takes
+        /// all rows at once [default: the config's, 256].
+        #[arg(long)]
+        logits_chunk_mb: Option<f64>,
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
@@ -86,6 +90,10 @@ pub enum BenchCommand {
         head_dim: usize,
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// Also time burn's composed attention (`fused::reference`, O(seq²) memory) on the
+        /// same inputs and print the kernel's speed-up over it.
+        #[arg(long)]
+        compare: bool,
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
@@ -123,6 +131,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             micro_batch,
             precision,
             peak_tflops,
+            logits_chunk_mb,
             json,
         } => {
             let bench = TrainBench {
@@ -134,6 +143,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 micro_batch,
                 precision,
                 peak_tflops,
+                logits_chunk_mb,
             };
             if let Some(figures) = fucina_train::bench::train(&bench)? {
                 write_json(json.as_deref(), &figures)?;
@@ -172,6 +182,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             kv_heads,
             head_dim,
             iters,
+            compare,
             json,
         } => {
             let shape = AttentionShape {
@@ -183,7 +194,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             };
             let kind = BackendKind::parse(&backend)?;
             let precision = Precision::parse(&precision)?;
-            let report = bench_kernels::attention(kind, shape, precision, iters)?;
+            let report = bench_kernels::attention(kind, shape, precision, iters, compare)?;
             write_json(json.as_deref(), &report)?;
         }
         BenchCommand::Matmul {

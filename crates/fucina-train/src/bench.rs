@@ -29,6 +29,19 @@ pub struct TrainBench {
     pub precision: String,
     /// The device's peak, for the MFU; the CPU's own is estimated when unset.
     pub peak_tflops: Option<f64>,
+    /// `train.logits_chunk_mb`; `None`: the config's default.
+    pub logits_chunk_mb: Option<f64>,
+}
+
+/// What cubecl's pools reserved on the run's device: they keep pages once allocated, so after
+/// a run this is about its peak (GPU backends; `None` elsewhere).
+struct Reserved;
+
+impl BackendTask for Reserved {
+    type Output = Option<u64>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Option<u64> {
+        crate::bench_kernels::device_memory::<B>(&device).map(|(_, reserved)| reserved)
+    }
 }
 
 /// `fucina bench train`: median training tokens/s of a preset on the built-in corpus, the MFU
@@ -84,7 +97,7 @@ global_batch_tokens = {global}
 micro_batch_size = {micro}
 lr = 1e-3
 activation_checkpointing = "{checkpointing}"
-[eval]
+{chunk}[eval]
 every = 0
 batches = 1
 [checkpoint]
@@ -94,6 +107,10 @@ keep = 1
         out_dir.display(),
         precision = bench.precision,
         global = micro * seq_len * comm.size(),
+        chunk = bench
+            .logits_chunk_mb
+            .map(|mb| format!("logits_chunk_mb = {mb}\n"))
+            .unwrap_or_default(),
     );
     let config = RunConfig::from_toml_str(&text, &[])?;
     let params = config.model_config()?.num_parameters();
@@ -102,10 +119,16 @@ keep = 1
         std::fs::remove_file(out_dir.join(METRICS_FILE)).ok();
     }
     comm.barrier()?;
-    crate::train(config, comm.as_ref(), TrainOptions::default())?;
+    let kind = config.backend;
+    let summary = crate::train(config, comm.as_ref(), TrainOptions::default())?;
     if !comm.is_root() {
         return Ok(None);
     }
+    let device_index = fucina_dist::placement::device_index(
+        comm.local_rank(),
+        &fucina_dist::placement::process_env,
+    );
+    let device_peak = dispatch(kind, device_index, Reserved)?;
     let (mut rates, mut mfus, mut losses) = (Vec::new(), Vec::new(), Vec::new());
     for event in read_events(&out_dir.join(METRICS_FILE))? {
         if let Event::Train(m) = event {
@@ -135,6 +158,13 @@ keep = 1
         mfu.map(|m| format!(", MFU {:.1}%", m * 100.0)).unwrap_or_default(),
         crate::rss::format_mib(peak_rss)
     );
+    if let Some(bytes) = device_peak {
+        println!(
+            "bench train: device memory reserved by cubecl (about the peak) {}, the memory model's estimate {}",
+            crate::rss::format_mib(Some(bytes)),
+            crate::rss::format_mib(Some(summary.predicted_bytes))
+        );
+    }
     Ok(Some(serde_json::json!({
         "preset": preset,
         "parameters": params,
@@ -148,6 +178,8 @@ keep = 1
         "mfu": mfu,
         "losses": losses,
         "peak_rss_bytes": peak_rss,
+        "device_reserved_bytes": device_peak,
+        "predicted_bytes": summary.predicted_bytes,
     })))
 }
 
