@@ -200,9 +200,9 @@ fn scripts_resubmit_on_the_code_training_exits_with() {
     assert_eq!(fucina_launch::EXIT_RESUME, fucina_train::stop::EXIT_RESUME);
 }
 
-/// Llama-3-8B full fine-tuning at seq 4096 on MareNostrum 5's 64 GB H100s: with ZeRO-1 and
-/// block checkpointing in mixed precision the estimate fits; without them, launch names the
-/// change that would make it fit.
+/// Llama-3-8B full fine-tuning at seq 8192 (torchtitan's) on MareNostrum 5's 64 GB H100s: with
+/// ZeRO-1 and block checkpointing in mixed precision the estimate fits; without them, launch
+/// names the change that would make it fit.
 #[test]
 fn an_8b_model_fits_mn5_with_zero1_and_block_checkpointing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -219,7 +219,7 @@ fn an_8b_model_fits_mn5_with_zero1_and_block_checkpointing() {
         "--set",
         "model.preset=llama-3-8b",
         "--set",
-        "data.seq_len=4096",
+        "data.seq_len=8192",
         "--set",
         "train.micro_batch_size=1",
         "--set",
@@ -248,7 +248,7 @@ fn an_8b_model_fits_mn5_with_zero1_and_block_checkpointing() {
     assert!(out.status.success(), "{stderr}");
     let need = gib(&stderr);
     // 2 bytes of bf16 weights and 2 of gradients per parameter (8.03 B), the f32 masters and
-    // moments on the host, and the checkpointed activations: ~39 GiB.
+    // moments on the host, and the checkpointed activations: ~37 GiB.
     assert!((30.0..60.0).contains(&need), "{stderr}");
 
     let plain: Vec<&str> = base
