@@ -1,5 +1,6 @@
-//! How many kernels burn-fusion launches for the model's RMSNorm and SwiGLU on WGPU, forward
-//! and backward: run with cubecl's own profiler on, which lists every kernel it launches,
+//! How many kernels burn-fusion launches for RMSNorm and SwiGLU composed from burn operations on
+//! WGPU, forward and backward, and for fucina's RMSNorm kernels: run with cubecl's own profiler
+//! on, which lists every kernel it launches,
 //!
 //!     CUBECL_DEBUG_LOG=stderr CUBECL_DEBUG_OPTION=profile-medium cargo run --release -p fucina-model \
 //!         --features wgpu --example fusion_check
@@ -11,7 +12,7 @@ fn main() {
     use burn::backend::{Autodiff, Wgpu};
     use burn::prelude::*;
     use burn::tensor::Distribution;
-    use fucina_model::fused::reference;
+    use fucina_model::fused::{self, reference};
 
     type B = Autodiff<Wgpu>;
     let device = Default::default();
@@ -35,6 +36,13 @@ fn main() {
         let grads = y.sum().backward();
         let held = (x.grad(&grads), gamma.grad(&grads));
         sync(&format!("round {round}: rms_norm backward"));
+        drop(held);
+        // fucina's own RMSNorm kernels (fused::rms), what the model runs on these backends.
+        let y = fused::rms_norm(x.clone(), gamma.clone(), 1e-5);
+        sync(&format!("round {round}: fused rms_norm forward"));
+        let grads = y.sum().backward();
+        let held = (x.grad(&grads), gamma.grad(&grads));
+        sync(&format!("round {round}: fused rms_norm backward"));
         drop(held);
         let y = reference::swiglu(gate.clone(), up.clone());
         sync(&format!("round {round}: swiglu forward"));

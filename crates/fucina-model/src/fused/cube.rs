@@ -1,15 +1,15 @@
-//! The flash-attention kernels (`flash`) as one burn operation on the cubecl backends (CUDA,
-//! ROCm, WGPU), with burn-fusion in between or not, and one autodiff node whose backward runs
-//! the backward kernels. Like `flex`, each entry point takes a generic backend's primitives and
+//! The flash-attention kernels (`flash`) and the RMSNorm kernels (`rms`) each as one burn
+//! operation on the cubecl backends (CUDA, ROCm, WGPU), with burn-fusion in between or not,
+//! and one autodiff node whose backward runs the backward kernels. Like `flex`, each entry point takes a generic backend's primitives and
 //! hands them back untouched when the backend is not one of these.
 
-use super::flash;
+use super::{flash, rms};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::stream::{Operation, OperationStreams};
@@ -17,8 +17,16 @@ use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use std::any::{Any, TypeId};
 
-/// A backend the flash kernels run on.
+/// A backend the cubecl kernels run on.
 pub trait Flash: Backend {
+    /// (y, 1/rms [rows] in f32).
+    fn rms_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        eps: f32,
+    ) -> [FloatTensor<Self>; 2];
+    /// (dx, dgamma) from [x, gamma, 1/rms, dy].
+    fn rms_backward(inputs: [FloatTensor<Self>; 4]) -> [FloatTensor<Self>; 2];
     /// (out, logsumexp [batch, heads, seq] in f32).
     fn flash_forward(
         q: FloatTensor<Self>,
@@ -44,13 +52,31 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Flash
     fn flash_backward(inputs: [FloatTensor<Self>; 6]) -> [FloatTensor<Self>; 3] {
         flash::backward(inputs)
     }
+
+    fn rms_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        eps: f32,
+    ) -> [FloatTensor<Self>; 2] {
+        let (y, r) = rms::forward(x, gamma, eps);
+        [y, r]
+    }
+
+    fn rms_backward(inputs: [FloatTensor<Self>; 4]) -> [FloatTensor<Self>; 2] {
+        let (dtype, h) = (inputs[1].dtype, inputs[1].shape().num_elements());
+        let (dx, share) = rms::backward(inputs);
+        let dgamma = Self::float_reshape(Self::float_sum_dim(share, 0), Shape::new([h]));
+        [dx, Self::float_cast(dgamma, dtype.into())]
+    }
 }
 
 /// The kernels as one operation of fusion's stream: fusion runs them on the inner backend's
 /// tensors when it reaches them, after the operations before.
+type Run<B> = Box<dyn Fn(Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>> + Send + Sync>;
+
 struct Fused<B: Backend> {
     desc: CustomOpIr,
-    run: fn(Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>>,
+    run: Run<B>,
 }
 
 impl<B: Backend> std::fmt::Debug for Fused<B> {
@@ -77,7 +103,7 @@ fn register<B: FusionBackend, const N: usize, const M: usize>(
     name: &'static str,
     inputs: [FloatTensor<Fusion<B>>; N],
     outputs: [(Shape, DType); M],
-    run: fn(Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>>,
+    run: impl Fn(Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>> + Send + Sync + 'static,
 ) -> [FloatTensor<Fusion<B>>; M] {
     let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(inputs.iter());
@@ -87,7 +113,7 @@ fn register<B: FusionBackend, const N: usize, const M: usize>(
     let desc = CustomOpIr::new(name, &inputs, &outputs);
     let op = Fused::<B> {
         desc: desc.clone(),
-        run,
+        run: Box::new(run),
     };
     let results = client.register(streams, OperationIr::Custom(desc), op);
     results
@@ -121,6 +147,44 @@ impl<B: FusionBackend + Flash> Flash for Fusion<B> {
         register::<B, 6, 3>("fucina_flash_backward", inputs, [q, k, v], |x| {
             B::flash_backward(array(x)).to_vec()
         })
+    }
+
+    fn rms_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        eps: f32,
+    ) -> [FloatTensor<Self>; 2] {
+        let rows = x.shape.num_elements() / gamma.shape.num_elements().max(1);
+        let outputs = [(x.shape.clone(), x.dtype), (Shape::new([rows]), DType::F32)];
+        register::<B, 2, 2>("fucina_rms_forward", [x, gamma], outputs, move |t| {
+            let [x, gamma] = array(t);
+            B::rms_forward(x, gamma, eps).to_vec()
+        })
+    }
+
+    fn rms_backward(inputs: [FloatTensor<Self>; 4]) -> [FloatTensor<Self>; 2] {
+        let [x, gamma] = [0, 1].map(|i| (inputs[i].shape.clone(), inputs[i].dtype));
+        register::<B, 4, 2>("fucina_rms_backward", inputs, [x, gamma], |t| {
+            B::rms_backward(array(t)).to_vec()
+        })
+    }
+}
+
+#[derive(Debug)]
+struct RmsNorm;
+
+impl<B: Flash> Backward<B, 2> for RmsNorm {
+    type State = [FloatTensor<B>; 3];
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x, gamma, r] = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let d = B::rms_backward([x, gamma, r, grad]);
+        for (node, d) in ops.parents.into_iter().zip(d) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, d);
+            }
+        }
     }
 }
 
@@ -224,4 +288,64 @@ pub(super) fn attention<B: Backend>(
         Err(inputs) => inputs,
     };
     Err((q, k, v))
+}
+
+type Two<B> = (FloatTensor<B>, FloatTensor<B>);
+
+/// RMSNorm on `G` or `Autodiff<G>` when `B` is one of them, else the inputs back.
+fn rms_on<B: Backend, G: Flash>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    eps: f32,
+) -> Result<FloatTensor<B>, Two<B>> {
+    let b = TypeId::of::<B>();
+    let dtype = x.dtype();
+    let usable = gamma.dtype() == dtype
+        && matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+        && rms::fits(&x.shape(), &gamma.shape());
+    if !usable || ![TypeId::of::<G>(), TypeId::of::<Autodiff<G>>()].contains(&b) {
+        return Err((x, gamma));
+    }
+    if b == TypeId::of::<G>() {
+        let [y, _] = G::rms_forward(same(x), same(gamma), eps);
+        return Ok(same(y));
+    }
+    let [x, gamma] = [x, gamma].map(same::<_, FloatTensor<Autodiff<G>>>);
+    let prep = <RmsNorm as Backward<G, 2>>::prepare::<NoCheckpointing>(
+        RmsNorm,
+        [x.node.clone(), gamma.node.clone()],
+    )
+    .compute_bound()
+    .stateful();
+    let [y, r] = G::rms_forward(x.primitive.clone(), gamma.primitive.clone(), eps);
+    let y = match prep {
+        OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive, r], y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(same(y))
+}
+
+/// RMSNorm (gamma in x's dtype) by the kernels when `B` is a cubecl backend this binary has,
+/// else the inputs back.
+pub(super) fn rms_norm<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    eps: f32,
+) -> Result<FloatTensor<B>, Two<B>> {
+    #[cfg(feature = "wgpu")]
+    let (x, gamma) = match rms_on::<B, burn::backend::Wgpu>(x, gamma, eps) {
+        Ok(y) => return Ok(y),
+        Err(inputs) => inputs,
+    };
+    #[cfg(feature = "cuda")]
+    let (x, gamma) = match rms_on::<B, burn::backend::Cuda>(x, gamma, eps) {
+        Ok(y) => return Ok(y),
+        Err(inputs) => inputs,
+    };
+    #[cfg(feature = "rocm")]
+    let (x, gamma) = match rms_on::<B, burn::backend::Rocm>(x, gamma, eps) {
+        Ok(y) => return Ok(y),
+        Err(inputs) => inputs,
+    };
+    Err((x, gamma))
 }
