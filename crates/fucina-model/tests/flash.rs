@@ -6,31 +6,20 @@
 use burn::backend::{Autodiff, Wgpu};
 use burn::prelude::*;
 use burn::tensor::DType;
+use common::error;
 use fucina_model::fused::{self, reference};
+
+mod common;
 
 type Ad = Autodiff<Wgpu>;
 
-/// Deterministic values in about ±2, different for each `salt`, made on the host (the
-/// backend's RNG is shared by tests running in parallel).
 fn input(shape: [usize; 4], salt: usize) -> Tensor<Ad, 4> {
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919 + salt * 104_729) % 1009) as f32 / 252.0 - 2.0)
-        .collect();
+    let values = common::inputs(shape.iter().product(), salt);
     Tensor::from_data(TensorData::new(values, shape), &Default::default())
 }
 
 fn values<B: Backend>(t: Tensor<B, 4>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
-}
-
-/// The worst difference relative to the largest reference value.
-fn error(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    (got.iter().zip(want))
-        .map(|(g, w)| (g - w).abs() / scale)
-        .fold(0f32, f32::max)
 }
 
 /// (output, dq, dk, dv) of `attend` on q, k, v in `dtype`, as f32.

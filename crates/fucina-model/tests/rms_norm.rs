@@ -6,28 +6,15 @@
 use burn::backend::{Autodiff, Wgpu};
 use burn::prelude::*;
 use burn::tensor::DType;
+use common::{error, inputs};
 use fucina_model::fused::{self, reference};
+
+mod common;
 
 type Ad = Autodiff<Wgpu>;
 
-/// Deterministic values in about ±2 made on the host, different for each `salt`.
-fn values(n: usize, salt: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7919 + salt * 104_729) % 1009) as f32 / 252.0 - 2.0)
-        .collect()
-}
-
 fn f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
-}
-
-/// The worst difference relative to the largest reference value.
-fn error(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    (got.iter().zip(want))
-        .map(|(g, w)| (g - w).abs() / scale)
-        .fold(0f32, f32::max)
 }
 
 /// (y, dx, dgamma) as f32.
@@ -39,9 +26,9 @@ fn run(
 ) -> [Vec<f32>; 3] {
     let device = Default::default();
     let shape = [1, rows, h];
-    let x = Tensor::<Ad, 3>::from_data(TensorData::new(values(rows * h, 1), shape), &device);
+    let x = Tensor::<Ad, 3>::from_data(TensorData::new(inputs(rows * h, 1), shape), &device);
     let x = x.cast(dtype).require_grad();
-    let gamma = Tensor::<Ad, 1>::from_data(TensorData::new(values(h, 2), [h]), &device);
+    let gamma = Tensor::<Ad, 1>::from_data(TensorData::new(inputs(h, 2), [h]), &device);
     let gamma = gamma.cast(dtype).require_grad();
     let y = norm(x.clone(), gamma.clone());
     let w: Vec<f32> = (0..rows * h)

@@ -221,11 +221,13 @@ fn same<T: 'static, U: 'static>(x: T) -> U {
     cast(x).ok().expect("the caller checked the types")
 }
 
-/// Attention on `G` or `Autodiff<G>` when `B` is one of them, else the inputs back.
+/// Attention on `G` or `Autodiff<G>` when `B` is one of them, else the inputs back; `wgpu`:
+/// `G` is the WGPU backend, whose lavapipe bounds the kernels' loops.
 fn on<B: Backend, G: Flash>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
+    wgpu: bool,
 ) -> Result<FloatTensor<B>, Three<B>> {
     let b = TypeId::of::<B>();
     let dtype = q.dtype();
@@ -234,7 +236,6 @@ fn on<B: Backend, G: Flash>(
         && flash::fits(&q.shape(), &k.shape(), &v.shape())
         && {
             let [_, seq, _, dim] = q.shape().dims::<4>();
-            let wgpu = B::name(&B::float_device(&q)).contains("wgpu");
             super::flash_within_loop_limit(seq, dim, wgpu)
         };
     if !usable || ![TypeId::of::<G>(), TypeId::of::<Autodiff<G>>()].contains(&b) {
@@ -273,17 +274,17 @@ pub(super) fn attention<B: Backend>(
     v: FloatTensor<B>,
 ) -> Result<FloatTensor<B>, Three<B>> {
     #[cfg(feature = "wgpu")]
-    let (q, k, v) = match on::<B, burn::backend::Wgpu>(q, k, v) {
+    let (q, k, v) = match on::<B, burn::backend::Wgpu>(q, k, v, true) {
         Ok(out) => return Ok(out),
         Err(inputs) => inputs,
     };
     #[cfg(feature = "cuda")]
-    let (q, k, v) = match on::<B, burn::backend::Cuda>(q, k, v) {
+    let (q, k, v) = match on::<B, burn::backend::Cuda>(q, k, v, false) {
         Ok(out) => return Ok(out),
         Err(inputs) => inputs,
     };
     #[cfg(feature = "rocm")]
-    let (q, k, v) = match on::<B, burn::backend::Rocm>(q, k, v) {
+    let (q, k, v) = match on::<B, burn::backend::Rocm>(q, k, v, false) {
         Ok(out) => return Ok(out),
         Err(inputs) => inputs,
     };

@@ -449,7 +449,12 @@ fn count(seq: usize, heads: usize, batch: usize) -> CubeCount {
     CubeCount::Static(seq.div_ceil(ROWS) as u32, heads as u32, batch as u32)
 }
 
-fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+/// An uninitialised tensor on `like`'s device.
+pub(super) fn empty<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: Shape,
+    dtype: DType,
+) -> CubeTensor<R> {
     empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, dtype)
 }
 

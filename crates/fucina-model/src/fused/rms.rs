@@ -4,9 +4,9 @@
 //! gamma in that dtype. One cube per row; its units stride over the row and add their partial
 //! sums in shared memory, so a row of any width takes one launch.
 
+use super::flash::empty;
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
 use cubecl::prelude::*;
@@ -129,10 +129,6 @@ fn grid(rows: usize) -> CubeCount {
 
 fn units(h: usize) -> usize {
     h.next_power_of_two().clamp(1, MAX_UNITS)
-}
-
-fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
-    empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, dtype)
 }
 
 /// (y, r [rows] in f32) for x [..., h] and gamma [h] of x's dtype.
