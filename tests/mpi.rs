@@ -3,7 +3,7 @@
 #![cfg(feature = "mpi")]
 
 mod common;
-use common::{check, losses, train};
+use common::{check, losses, train, train_field};
 use fucina_dist::mpirun_command;
 use std::path::Path;
 
@@ -59,25 +59,42 @@ fn assert_close(a: &[f64], b: &[f64], what: &str) {
 fn two_and_three_ranks_follow_the_single_process_run() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path(), 2);
-    let mut curves = Vec::new();
-    for np in [1, 2, 3] {
-        let dir = tmp.path().join(format!("np{np}"));
-        let stderr = check(&train(np, &config, &dir, &[]), &format!("{np} ranks"));
-        if np > 1 {
-            // Every rank hashes its weights at each checkpoint and at the end; any difference fails.
-            let line = format!("replicas identical on {np} ranks");
-            assert!(stderr.contains(&line), "missing {line:?}:\n{stderr}");
+    let (mut curves, mut norms) = (Vec::new(), Vec::new());
+    // Both transports that run without a GPU; mpi-device packs the buckets with the backend
+    // and hands MPI that memory, as it would a GPU's.
+    for transport in ["mpi-host", "mpi-device"] {
+        for np in [1, 2, 3] {
+            let dir = tmp.path().join(format!("{transport}-np{np}"));
+            let set = format!("dist.transport={transport}");
+            let what = format!("{np} ranks over {transport}");
+            let stderr = check(&train(np, &config, &dir, &["--set", &set]), &what);
+            if np > 1 {
+                // Every rank hashes its weights at each checkpoint and at the end; any difference fails.
+                for line in [
+                    format!("replicas identical on {np} ranks"),
+                    format!("gradient transport: {transport} ("),
+                ] {
+                    assert!(
+                        stderr.contains(&line),
+                        "{what}: missing {line:?}:\n{stderr}"
+                    );
+                }
+            }
+            curves.push((what.clone(), losses(&dir)));
+            // The global norm is summed over the buckets as they land: a bucket left out
+            // shows here before clipping makes it show in the losses.
+            norms.push((what, train_field(&dir, "grad_norm")));
         }
-        curves.push(losses(&dir));
     }
-    assert_eq!(curves[0].len(), 20);
-    assert_close(&curves[1], &curves[0], "2 ranks vs 1");
-    assert_close(&curves[2], &curves[0], "3 ranks vs 1");
-    assert!(
-        curves[0][19] < curves[0][0] - 0.2,
-        "the run must learn: {:?}",
-        curves[0]
-    );
+    let (_, one) = &curves[0];
+    assert_eq!(one.len(), 20);
+    for (what, curve) in &curves[1..] {
+        assert_close(curve, one, &format!("{what} vs 1 rank over mpi-host"));
+    }
+    for (what, norm) in &norms[1..] {
+        assert_close(norm, &norms[0].1, &format!("{what}: gradient norms"));
+    }
+    assert!(one[19] < one[0] - 0.2, "the run must learn: {one:?}");
 }
 
 #[test]

@@ -50,6 +50,16 @@ pub fn step_losses(run_dir: &Path) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// Each training step's `name` field (`grad_norm`, `loss`, …) from a run's metrics.jsonl.
+pub fn train_field(run_dir: &Path, name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "train")
+        .map(|e| e[name].as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
 /// Training losses of a run in which no step was skipped.
 pub fn losses(run_dir: &Path) -> Vec<f64> {
     let losses = step_losses(run_dir).into_iter();

@@ -25,6 +25,13 @@ impl Buckets {
         &self.recv[k]
     }
 
+    /// Takes bucket `k`'s reduced values out, leaving `spare` (of any length) in their place:
+    /// a bucket that holds one gradient becomes that gradient without a copy, and the spare
+    /// memory is the next step's buffer.
+    pub fn take_reduced(&mut self, k: usize, spare: Vec<f32>) -> Vec<f32> {
+        std::mem::replace(&mut self.recv[k], spare)
+    }
+
     pub fn len(&self) -> usize {
         self.recv.len()
     }

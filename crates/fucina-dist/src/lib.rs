@@ -7,12 +7,14 @@ mod mpi_comm;
 mod mpirun;
 pub mod placement;
 mod single;
+mod squares;
 
 pub use buckets::Buckets;
 #[cfg(feature = "mpi")]
 pub use mpi_comm::MpiComm;
 pub use mpirun::mpirun_command;
 pub use single::SingleProcess;
+pub use squares::sum_of_squares;
 
 use anyhow::Result;
 
@@ -34,6 +36,9 @@ impl std::error::Error for CollectiveError {}
 pub struct BucketTiming {
     /// Spent blocked in MPI rather than copying: communication not hidden behind the copies.
     pub blocked_seconds: f64,
+    /// Σx² of the reduced values of every bucket (the global norm's square), computed as
+    /// each bucket lands while later ones are still being filled or reduced.
+    pub sum_of_squares: f64,
 }
 
 /// The collectives the trainer needs. Every rank must call them in the same order.
@@ -51,13 +56,15 @@ pub trait Communicator {
     /// The plain `MPI_Allreduce(sum)` of `send` into `recv`.
     fn all_reduce_sum_into(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
     /// Sums buckets of the given sizes over all ranks into `buffers` (read them back with
-    /// `Buckets::reduced`). `fill(k, buf)` writes this rank's bucket k; it is called in order,
-    /// while the reductions of earlier buckets are in flight.
+    /// `Buckets::reduced`). `fill(k, buf)` gives this rank's bucket k: it either writes the
+    /// `sizes[k]` values into `buf` or swaps in a buffer of its own of that length (memory a
+    /// backend already flattened the bucket into: no staging copy). It is called in order,
+    /// while earlier buckets are reduced on a communication thread where the MPI allows one.
     fn all_reduce_sum_buckets(
         &self,
         buffers: &mut Buckets,
         sizes: &[usize],
-        fill: &mut dyn FnMut(usize, &mut [f32]),
+        fill: &mut dyn FnMut(usize, &mut Vec<f32>),
     ) -> Result<BucketTiming>;
     /// `send` holds `size()` blocks of `recv.len()`; rank r receives the sum of block r.
     fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;

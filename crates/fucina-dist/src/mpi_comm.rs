@@ -1,12 +1,14 @@
 //! The communicator over MPI (rsmpi): Open MPI, MPICH, Cray MPICH, ParaStation MPI.
 
-use crate::{BucketTiming, Buckets, Communicator};
-use anyhow::{anyhow, ensure, Result};
+use crate::{sum_of_squares, BucketTiming, Buckets, Communicator};
+use anyhow::{anyhow, bail, ensure, Result};
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::Communicator as _;
 use mpi::traits::*;
+use mpi::Threading;
+use std::sync::mpsc;
 use std::time::Instant;
 
 /// MPI counts are C ints: larger buffers go in pieces of this many elements.
@@ -14,6 +16,10 @@ const MAX_COUNT: usize = 1 << 30;
 
 pub struct MpiComm {
     world: SimpleCommunicator,
+    /// The gradient buckets' own communicator, used by the communication thread: its
+    /// collectives can never be matched with the main thread's.
+    buckets: SimpleCommunicator,
+    threading: Threading,
     local_rank: usize,
     local_size: usize,
     // Declared last: MPI is finalised when the universe drops, after the communicators.
@@ -22,16 +28,22 @@ pub struct MpiComm {
 
 impl MpiComm {
     pub fn init() -> Result<Self> {
-        // Funneled: only the main thread calls MPI (burn's worker threads never do).
-        let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+        // Serialized: the bucket reductions run on a thread of their own, which blocking in
+        // MPI drives its progress (nonblocking collectives tested from the main thread
+        // progressed only when tested: the reductions did not overlap the copies); the main
+        // thread makes no MPI call meanwhile. An MPI that offers less gets the old path.
+        let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
             .ok_or_else(|| anyhow!("MPI is already initialised in this process"))?;
         let world = universe.world();
+        let buckets = world.duplicate();
         // Ranks sharing a node share memory: this split is the node, whatever the launcher.
         let node = world.split_shared(world.rank());
         Ok(Self {
             local_rank: node.rank() as usize,
             local_size: node.size() as usize,
             world,
+            buckets,
+            threading,
             _universe: universe,
         })
     }
@@ -68,42 +80,17 @@ impl Communicator for MpiComm {
         &self,
         buffers: &mut Buckets,
         sizes: &[usize],
-        fill: &mut dyn FnMut(usize, &mut [f32]),
+        fill: &mut dyn FnMut(usize, &mut Vec<f32>),
     ) -> Result<BucketTiming> {
         ensure!(
             sizes.iter().all(|&n| n <= MAX_COUNT),
             "a gradient bucket exceeds {MAX_COUNT} values"
         );
         buffers.prepare(sizes, true);
-        let mut blocked = 0.0;
-        mpi::request::scope(|scope| {
-            let mut pending = Vec::new();
-            let pairs = buffers.send.iter_mut().zip(buffers.recv.iter_mut());
-            for (k, (send, recv)) in pairs.enumerate() {
-                // Copying bucket k overlaps the reductions already in flight.
-                fill(k, send);
-                let send: &[f32] = send;
-                pending.push(self.world.immediate_all_reduce_into(
-                    scope,
-                    send,
-                    &mut recv[..],
-                    SystemOperation::sum(),
-                ));
-                // Testing drives MPI's progress engine; finished requests are dropped.
-                let t = Instant::now();
-                pending = pending.into_iter().filter_map(|r| r.test().err()).collect();
-                blocked += t.elapsed().as_secs_f64();
-            }
-            let t = Instant::now();
-            for request in pending {
-                request.wait();
-            }
-            blocked += t.elapsed().as_secs_f64();
-        });
-        let timing = BucketTiming {
-            blocked_seconds: blocked,
-        };
-        Ok(timing)
+        match self.threading >= Threading::Serialized {
+            true => self.buckets_on_thread(buffers, sizes, fill),
+            false => self.buckets_on_main(buffers, sizes, fill),
+        }
     }
 
     fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
@@ -162,5 +149,115 @@ impl Communicator for MpiComm {
 
     fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
+    }
+}
+
+/// The buckets' communicator, lent to the communication thread.
+struct Lent<'a>(&'a SimpleCommunicator);
+
+// SAFETY: MPI runs at MPI_THREAD_SERIALIZED or above, and while the communication thread holds
+// this the main thread makes no MPI call (it only fills buckets, then joins the thread).
+unsafe impl Send for Lent<'_> {}
+
+impl Lent<'_> {
+    fn comm(&self) -> &SimpleCommunicator {
+        self.0
+    }
+}
+
+/// A fill that returned a bucket of the wrong length: the bucket is still reduced (zeros
+/// where values are missing) so that no rank is left waiting, and the error is raised after.
+fn checked_len(k: usize, buf: &mut Vec<f32>, size: usize, error: &mut Option<String>) {
+    if buf.len() != size {
+        error.get_or_insert(format!("bucket {k}: {} values, not {size}", buf.len()));
+        buf.resize(size, 0.0);
+    }
+}
+
+impl MpiComm {
+    fn buckets_on_thread(
+        &self,
+        buffers: &mut Buckets,
+        sizes: &[usize],
+        fill: &mut dyn FnMut(usize, &mut Vec<f32>),
+    ) -> Result<BucketTiming> {
+        let Buckets { send, recv } = buffers;
+        let lent = Lent(&self.buckets);
+        let mut error = None;
+        let (squares, blocked) = std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<(usize, &[f32])>();
+            let worker = scope.spawn(move || {
+                let world = lent.comm();
+                let mut squares = 0.0;
+                for (k, send) in rx {
+                    let recv: &mut [f32] = &mut recv[k];
+                    world.all_reduce_into(send, recv, SystemOperation::sum());
+                    squares += sum_of_squares(recv);
+                }
+                squares
+            });
+            for (k, buf) in send.iter_mut().enumerate() {
+                fill(k, buf);
+                checked_len(k, buf, sizes[k], &mut error);
+                let buf: &[f32] = buf;
+                // The worker only stops early by panicking; the join below reports that.
+                let _ = tx.send((k, buf));
+            }
+            drop(tx);
+            let waited = Instant::now();
+            let squares = worker.join();
+            (squares, waited.elapsed().as_secs_f64())
+        });
+        let squares = squares.map_err(|_| anyhow!("the communication thread panicked"))?;
+        if let Some(e) = error {
+            bail!(e);
+        }
+        Ok(BucketTiming {
+            blocked_seconds: blocked,
+            sum_of_squares: squares,
+        })
+    }
+
+    /// For an MPI without MPI_THREAD_SERIALIZED: nonblocking reductions from the main thread,
+    /// progressed by testing them after each fill.
+    fn buckets_on_main(
+        &self,
+        buffers: &mut Buckets,
+        sizes: &[usize],
+        fill: &mut dyn FnMut(usize, &mut Vec<f32>),
+    ) -> Result<BucketTiming> {
+        let mut blocked = 0.0;
+        let mut error = None;
+        mpi::request::scope(|scope| {
+            let mut pending = Vec::new();
+            let pairs = buffers.send.iter_mut().zip(buffers.recv.iter_mut());
+            for (k, (send, recv)) in pairs.enumerate() {
+                fill(k, send);
+                checked_len(k, send, sizes[k], &mut error);
+                let send: &[f32] = send;
+                pending.push(self.buckets.immediate_all_reduce_into(
+                    scope,
+                    send,
+                    &mut recv[..],
+                    SystemOperation::sum(),
+                ));
+                let t = Instant::now();
+                pending = pending.into_iter().filter_map(|r| r.test().err()).collect();
+                blocked += t.elapsed().as_secs_f64();
+            }
+            let t = Instant::now();
+            for request in pending {
+                request.wait();
+            }
+            blocked += t.elapsed().as_secs_f64();
+        });
+        if let Some(e) = error {
+            bail!(e);
+        }
+        let squares = buffers.recv.iter().map(|b| sum_of_squares(b)).sum();
+        Ok(BucketTiming {
+            blocked_seconds: blocked,
+            sum_of_squares: squares,
+        })
     }
 }

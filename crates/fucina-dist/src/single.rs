@@ -1,4 +1,4 @@
-use crate::{BucketTiming, Buckets, Communicator};
+use crate::{sum_of_squares, BucketTiming, Buckets, Communicator};
 use anyhow::{ensure, Result};
 
 /// A process started without `mpirun`/`srun`: every collective is the identity.
@@ -34,14 +34,23 @@ impl Communicator for SingleProcess {
         &self,
         buffers: &mut Buckets,
         sizes: &[usize],
-        fill: &mut dyn FnMut(usize, &mut [f32]),
+        fill: &mut dyn FnMut(usize, &mut Vec<f32>),
     ) -> Result<BucketTiming> {
         buffers.prepare(sizes, false);
+        let mut squares = 0.0;
         for (k, buf) in buffers.recv.iter_mut().enumerate() {
             fill(k, buf);
+            ensure!(
+                buf.len() == sizes[k],
+                "bucket {k}: {} values, not {}",
+                buf.len(),
+                sizes[k]
+            );
+            squares += sum_of_squares(buf);
         }
         Ok(BucketTiming {
             blocked_seconds: 0.0,
+            sum_of_squares: squares,
         })
     }
     fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {

@@ -8,8 +8,10 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
+pub(crate) use fucina_dist::sum_of_squares;
 use fucina_dist::{Buckets, Communicator};
 use fucina_model::fused::cast;
+use rayon::prelude::*;
 use std::time::Instant;
 
 /// What a step's synchronisation measured.
@@ -23,6 +25,17 @@ pub struct SyncStats {
     pub comm_seconds: f64,
 }
 
+/// Where the gradients are packed into buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// One download per gradient, packed on the host: on the CPU backend a download hands
+    /// over the tensor's memory, and a bucket of one gradient is sent from it as it is.
+    Host,
+    /// One concatenation per bucket on the device, then one copy of the bucket (GPU backends:
+    /// a transfer per gradient would pay a launch and a synchronisation each).
+    Device,
+}
+
 /// The gradient synchronisation of a run, with the host buffers it reuses from step to step.
 pub struct GradSync {
     /// Clip the averaged gradients to this global norm; 0 disables clipping.
@@ -31,6 +44,7 @@ pub struct GradSync {
     /// Hand the averaged gradients back in f32 (for f32 master weights) rather than in each
     /// parameter's own dtype.
     pub f32_grads: bool,
+    pub packing: Packing,
     buffers: Buckets,
 }
 
@@ -40,6 +54,7 @@ impl GradSync {
             max_norm,
             bucket_bytes,
             f32_grads: false,
+            packing: Packing::Host,
             buffers: Buckets::default(),
         }
     }
@@ -48,118 +63,159 @@ impl GradSync {
     pub fn run<B: AutodiffBackend, M: AutodiffModule<B>>(
         &mut self,
         model: &M,
-        grads: GradientsParams,
+        mut grads: GradientsParams,
         comm: &dyn Communicator,
     ) -> Result<(GradientsParams, SyncStats)> {
-        sync_and_clip(
-            model,
-            grads,
-            comm,
-            self.max_norm,
-            self.bucket_bytes,
-            self.f32_grads,
-            &mut self.buffers,
-        )
+        let started = Instant::now();
+        let FlatGrads { parts, shapes } = flatten::<B, M>(model, &mut grads);
+        let device = parts.first().map(|t| t.device()).unwrap_or_default();
+        let lens: Vec<usize> = shapes.iter().map(|(_, d)| d.iter().product()).collect();
+        // The backward produces the last layers' gradients first; the buckets follow it, as
+        // DDP's do, so that the first bucket is the first one complete.
+        let order: Vec<usize> = (0..lens.len()).rev().collect();
+        let buckets = plan_buckets(&order, &lens, self.bucket_bytes / 4);
+        let sizes: Vec<usize> = buckets.iter().map(|b| b.len).collect();
+
+        let mut pending: Vec<Option<Tensor<B::InnerBackend, 1>>> =
+            parts.into_iter().map(Some).collect();
+        let mut take = |i: usize| pending[i].take().expect("each gradient is packed once");
+        // Memory a fill swapped out of a bucket: it replaces the reduced values taken out.
+        let mut spares: Vec<Option<Vec<f32>>> = vec![None; buckets.len()];
+        // Downloaded gradients of shared buckets: the memory their averaged values go to.
+        let mut hosts: Vec<Vec<f32>> = vec![Vec::new(); lens.len()];
+        let mut failure = None;
+        let packing = self.packing;
+        let timing = comm.all_reduce_sum_buckets(&mut self.buffers, &sizes, &mut |k, buf| {
+            let params = &buckets[k].params;
+            let swap_in = |values: Result<Vec<f32>>, buf: &mut Vec<f32>| match values {
+                Ok(values) => Ok(std::mem::replace(buf, values)),
+                Err(e) => Err(e),
+            };
+            let result = match (packing, &params[..]) {
+                (Packing::Device, _) => {
+                    let parts: Vec<_> = params.iter().map(|&i| cast(take(i), DType::F32)).collect();
+                    swap_in(download(Tensor::cat(parts, 0)), buf).map(|old| spares[k] = Some(old))
+                }
+                (Packing::Host, &[i]) => {
+                    swap_in(download(take(i)), buf).map(|old| spares[k] = Some(old))
+                }
+                (Packing::Host, _) => {
+                    let mut offset = 0;
+                    params.iter().try_for_each(|&i| {
+                        let values = download(take(i))?;
+                        buf[offset..offset + values.len()].copy_from_slice(&values);
+                        offset += values.len();
+                        hosts[i] = values;
+                        Ok(())
+                    })
+                }
+            };
+            if let Err(e) = result {
+                failure.get_or_insert(e);
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+
+        let inv_world = 1.0 / comm.size() as f64;
+        let grad_norm = timing.sum_of_squares.sqrt() * inv_world;
+        let scale = (inv_world * clip_factor(self.max_norm, grad_norm)) as f32;
+        let mut ready: Vec<Option<Ready<B::InnerBackend>>> =
+            (0..lens.len()).map(|_| None).collect();
+        for (k, bucket) in buckets.iter().enumerate() {
+            let whole = spares[k].take().map(|spare| {
+                let mut values = self.buffers.take_reduced(k, spare);
+                scale_in_place(&mut values, scale);
+                values
+            });
+            match (whole, &bucket.params[..]) {
+                (Some(values), &[i]) if packing == Packing::Host => {
+                    ready[i] = Some(Ready::Host(values));
+                }
+                (Some(values), params) => {
+                    let flat = Tensor::<B::InnerBackend, 1>::from_data(
+                        TensorData::new(values, [bucket.len]),
+                        (&device, DType::F32),
+                    );
+                    let mut offset = 0;
+                    for &i in params {
+                        let part = flat.clone().slice(offset..offset + lens[i]);
+                        ready[i] = Some(Ready::Device(part));
+                        offset += lens[i];
+                    }
+                }
+                (None, params) => {
+                    let reduced = self.buffers.reduced(k);
+                    let mut offset = 0;
+                    for &i in params {
+                        let mut values = std::mem::take(&mut hosts[i]);
+                        scale_into(&mut values, &reduced[offset..offset + lens[i]], scale);
+                        ready[i] = Some(Ready::Host(values));
+                        offset += lens[i];
+                    }
+                }
+            }
+        }
+
+        let mut out = GradientsParams::new();
+        let mut unflatten = Unflatten::<B> {
+            grads: &mut out,
+            ready: ready.into_iter(),
+            f32_grads: self.f32_grads,
+            device,
+            shapes: shapes.into_iter(),
+        };
+        model.visit(&mut unflatten);
+        let stats = SyncStats {
+            grad_norm,
+            sync_seconds: started.elapsed().as_secs_f64(),
+            comm_seconds: timing.blocked_seconds,
+        };
+        Ok((out, stats))
     }
 }
 
-fn sync_and_clip<B: AutodiffBackend, M: AutodiffModule<B>>(
-    model: &M,
-    mut grads: GradientsParams,
-    comm: &dyn Communicator,
-    max_norm: f64,
-    bucket_bytes: usize,
-    f32_grads: bool,
-    buffers: &mut Buckets,
-) -> Result<(GradientsParams, SyncStats)> {
-    let started = Instant::now();
-    let FlatGrads { parts, shapes } = flatten::<B, M>(model, &mut grads);
-    let device = parts.first().map(|t| t.device()).unwrap_or_default();
+/// An averaged gradient on its way back to burn.
+enum Ready<B: Backend> {
+    Host(Vec<f32>),
+    Device(Tensor<B, 1>),
+}
 
-    let buckets = plan_buckets(&shapes, bucket_bytes / 4);
-    let sizes: Vec<usize> = buckets.iter().map(|b| b.len).collect();
-    let mut pending: Vec<Option<Tensor<B::InnerBackend, 1>>> =
-        parts.into_iter().map(Some).collect();
-    let mut failure = None;
-    // The downloaded gradients' memory is kept and later receives the averaged values, so
-    // no step allocates (and page-faults) fresh gradient-sized buffers.
-    let mut hosts: Vec<Vec<f32>> = Vec::with_capacity(pending.len());
-    let timing = comm.all_reduce_sum_buckets(buffers, &sizes, &mut |k, host| {
-        let mut offset = 0;
-        for i in buckets[k].params.clone() {
-            let part = pending[i].take().expect("each gradient is packed once");
-            match download(part) {
-                Ok(values) => {
-                    host[offset..offset + values.len()].copy_from_slice(&values);
-                    hosts.push(values);
-                }
-                Err(e) => failure = Some(e),
-            }
-            offset += shapes[i].1.iter().product::<usize>();
-        }
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
+/// Chunks of this many values are scaled by one thread of the pool.
+const SCALE_CHUNK: usize = 1 << 16;
 
-    let inv_world = 1.0 / comm.size() as f64;
-    let reduced: Vec<&[f32]> = (0..buffers.len()).map(|k| buffers.reduced(k)).collect();
-    let grad_norm = reduced
-        .iter()
-        .map(|b| sum_of_squares(b))
-        .sum::<f64>()
-        .sqrt()
-        * inv_world;
-    let scale = (inv_world * clip_factor(max_norm, grad_norm)) as f32;
+fn scale_in_place(values: &mut [f32], scale: f32) {
+    values
+        .par_chunks_mut(SCALE_CHUNK)
+        .for_each(|chunk| chunk.iter_mut().for_each(|v| *v *= scale));
+}
 
-    // Each gradient is uploaded from its slice of the reduced bucket, scaled on the way: one
-    // pass over the memory (slicing a device tensor instead copied each parameter twice).
-    let mut out = GradientsParams::new();
-    let mut slices = Vec::with_capacity(shapes.len());
-    for (k, bucket) in buckets.iter().enumerate() {
-        let mut offset = 0;
-        for i in bucket.params.clone() {
-            let n: usize = shapes[i].1.iter().product();
-            slices.push((k, offset..offset + n));
-            offset += n;
-        }
-    }
-    let mut unflatten = Unflatten::<B> {
-        grads: &mut out,
-        reduced: &reduced,
-        hosts: hosts.into_iter(),
-        scale,
-        f32_grads,
-        device,
-        places: slices.into_iter().zip(shapes),
-    };
-    model.visit(&mut unflatten);
-    let stats = SyncStats {
-        grad_norm,
-        sync_seconds: started.elapsed().as_secs_f64(),
-        comm_seconds: timing.blocked_seconds,
-    };
-    Ok((out, stats))
+fn scale_into(out: &mut [f32], src: &[f32], scale: f32) {
+    out.par_chunks_mut(SCALE_CHUNK)
+        .zip(src.par_chunks(SCALE_CHUNK))
+        .for_each(|(out, src)| out.iter_mut().zip(src).for_each(|(o, s)| *o = s * scale));
 }
 
 struct Bucket {
-    params: std::ops::Range<usize>,
+    /// Indices into the parameters, in the order the bucket holds them.
+    params: Vec<usize>,
     len: usize,
 }
 
-/// Consecutive parameters fill a bucket until it would exceed `max_values`; a parameter larger
-/// than that gets a bucket of its own.
-fn plan_buckets(shapes: &[(ParamId, Vec<usize>)], max_values: usize) -> Vec<Bucket> {
+/// Parameters, taken in `order`, fill a bucket until it would exceed `max_values`; a
+/// parameter larger than that gets a bucket of its own.
+fn plan_buckets(order: &[usize], lens: &[usize], max_values: usize) -> Vec<Bucket> {
     let mut buckets: Vec<Bucket> = Vec::new();
-    for (i, (_, dims)) in shapes.iter().enumerate() {
-        let n: usize = dims.iter().product();
+    for &i in order {
+        let n = lens[i];
         match buckets.last_mut() {
             Some(b) if b.len + n <= max_values.max(1) => {
-                b.params.end = i + 1;
+                b.params.push(i);
                 b.len += n;
             }
             _ => buckets.push(Bucket {
-                params: i..i + 1,
+                params: vec![i],
                 len: n,
             }),
         }
@@ -238,57 +294,31 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
 
 struct Unflatten<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    reduced: &'a [&'a [f32]],
-    /// Each parameter's downloaded gradient, in visit order: the memory the result goes to.
-    hosts: std::vec::IntoIter<Vec<f32>>,
-    scale: f32,
+    /// Each trainable parameter's averaged gradient, in visit order.
+    ready: std::vec::IntoIter<Option<Ready<B::InnerBackend>>>,
     f32_grads: bool,
     device: burn::tensor::Device<B::InnerBackend>,
-    /// Bucket and range of each parameter, with its id and shape, in visit order.
-    places: std::iter::Zip<std::vec::IntoIter<Slice>, std::vec::IntoIter<(ParamId, Vec<usize>)>>,
+    shapes: std::vec::IntoIter<(ParamId, Vec<usize>)>,
 }
-
-type Slice = (usize, std::ops::Range<usize>);
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if !param.val().is_require_grad() {
             return;
         }
-        let ((bucket, range), (id, dims)) =
-            self.places.next().expect("same parameters on both visits");
-        let mut values = self.hosts.next().expect("one download per parameter");
-        for (out, g) in values.iter_mut().zip(&self.reduced[bucket][range]) {
-            *out = g * self.scale;
-        }
+        let (id, dims) = self.shapes.next().expect("same parameters on both visits");
+        let ready = self.ready.next().flatten().expect("every gradient reduced");
         let dims: [usize; D] = dims.try_into().expect("same rank on both visits");
-        let grad = Tensor::from_data(TensorData::new(values, dims), (&self.device, DType::F32));
+        let grad = match ready {
+            Ready::Host(values) => {
+                Tensor::from_data(TensorData::new(values, dims), (&self.device, DType::F32))
+            }
+            Ready::Device(flat) => flat.reshape(dims),
+        };
         let grad = match self.f32_grads {
             true => grad,
             false => cast(grad, param.val().dtype()),
         };
         self.grads.register::<B::InnerBackend, D>(id, grad);
     }
-}
-
-/// Σx² in f64, summed in f32 lanes the compiler can vectorise (a plain f32 fold cannot be).
-pub(crate) fn sum_of_squares(values: &[f32]) -> f64 {
-    values
-        .chunks(1 << 14)
-        .map(|chunk| {
-            let mut lanes = [0f32; 16];
-            let mut exact = chunk.chunks_exact(16);
-            for group in &mut exact {
-                for (lane, v) in lanes.iter_mut().zip(group) {
-                    *lane += v * v;
-                }
-            }
-            let tail: f64 = exact
-                .remainder()
-                .iter()
-                .map(|&v| (v as f64) * (v as f64))
-                .sum();
-            lanes.iter().map(|&l| l as f64).sum::<f64>() + tail
-        })
-        .sum()
 }

@@ -21,13 +21,25 @@ fn check(comm: &dyn Communicator) -> Result<()> {
     }
 
     let mut buckets = fucina_dist::Buckets::default();
-    // The second call reuses, shrinks and grows the first call's buffers.
-    for sizes in [&[7, 1, 4099, 333, 0, 12][..], &[5000, 3, 0]] {
-        comm.all_reduce_sum_buckets(&mut buckets, sizes, &mut |k, b| {
-            for (j, v) in b.iter_mut().enumerate() {
-                *v = (rank * 100 + k + j % 50) as f32;
-            }
+    // The second call reuses, shrinks and grows the first call's buffers; the third hands over
+    // buffers of its own, as a backend that flattened the buckets itself does.
+    for (call, sizes) in [&[7, 1, 4099, 333, 0, 12][..], &[5000, 3, 0], &[64, 9000]]
+        .into_iter()
+        .enumerate()
+    {
+        let value = |k: usize, j: usize| (rank * 100 + k + j % 50) as f32;
+        let timing = comm.all_reduce_sum_buckets(&mut buckets, sizes, &mut |k, b| match call {
+            2 => *b = (0..sizes[k]).map(|j| value(k, j)).collect(),
+            _ => b.iter_mut().enumerate().for_each(|(j, v)| *v = value(k, j)),
         })?;
+        let squares: f64 = (0..sizes.len())
+            .map(|k| fucina_dist::sum_of_squares(buckets.reduced(k)))
+            .sum();
+        ensure!(
+            timing.sum_of_squares == squares,
+            "the buckets' sum of squares is {}, expected {squares}",
+            timing.sum_of_squares
+        );
         ensure!(
             buckets.len() == sizes.len(),
             "{} buckets for {} sizes",
