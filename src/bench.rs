@@ -51,6 +51,39 @@ pub enum BenchCommand {
         bucket_mb: f64,
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// Transports to measure, each against the same raw all-reduce.
+        #[arg(long, value_delimiter = ',', default_value = "mpi-host,mpi-device")]
+        transport: Vec<String>,
+    },
+    /// Exposed communication projected onto a cluster, from a measured compute time per step,
+    /// the model's bucket plan and a stated network (nothing is run).
+    Project {
+        /// Preset, model TOML or HF config.json.
+        #[arg(long, default_value = "small")]
+        model: String,
+        /// Compute seconds per step, measured on one GPU (or give --metrics).
+        #[arg(long, conflicts_with = "metrics")]
+        compute_seconds: Option<f64>,
+        /// A run's metrics.jsonl: the median step time less synchronisation.
+        #[arg(long)]
+        metrics: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 25.0)]
+        bucket_mb: f64,
+        /// Injection bandwidth per node, Gb/s (4 × 200 Gb/s = 800).
+        #[arg(long, default_value_t = 800.0)]
+        node_gbps: f64,
+        #[arg(long, default_value_t = 4)]
+        gpus_per_node: usize,
+        /// Per GPU within a node (NVLink 4: 3600 Gb/s).
+        #[arg(long, default_value_t = 3600.0)]
+        intra_gbps: f64,
+        #[arg(long, default_value_t = 5.0)]
+        latency_us: f64,
+        /// Share of the compute that is the backward pass.
+        #[arg(long, default_value_t = 0.67)]
+        backward_share: f64,
+        #[arg(long, value_delimiter = ',', default_value = "8,32,256")]
+        gpus: Vec<usize>,
     },
     /// Training tokens/s of N ranks against one, one thread each (starts mpirun itself).
     Scaling {
@@ -153,7 +186,40 @@ pub fn run(command: BenchCommand) -> Result<()> {
             sizes,
             bucket_mb,
             iters,
-        } => fucina_train::bench::allreduce(sizes, bucket_mb, iters, BackendKind::Cpu)?,
+            transport,
+        } => {
+            let transports = transport
+                .iter()
+                .map(|t| fucina_train::transport::Transport::parse(t))
+                .collect::<Result<Vec<_>>>()?;
+            fucina_train::bench::allreduce(sizes, bucket_mb, iters, &transports, BackendKind::Cpu)?
+        }
+        BenchCommand::Project {
+            model,
+            compute_seconds,
+            metrics,
+            bucket_mb,
+            node_gbps,
+            gpus_per_node,
+            intra_gbps,
+            latency_us,
+            backward_share,
+            gpus,
+        } => {
+            use fucina_train::projection;
+            let compute = match (compute_seconds, metrics) {
+                (Some(s), _) => s,
+                (None, Some(path)) => projection::measured_compute_seconds(&path)?,
+                (None, None) => anyhow::bail!("give --compute-seconds or --metrics"),
+            };
+            let network = projection::Network {
+                node_gbps,
+                gpus_per_node,
+                intra_gbps,
+                latency_us,
+            };
+            projection::print(&model, compute, backward_share, bucket_mb, &network, &gpus)?;
+        }
         BenchCommand::Scaling {
             ranks,
             preset,

@@ -66,6 +66,14 @@ pub enum Scheduler {
     None,
 }
 
+fn auto() -> String {
+    "auto".into()
+}
+
+/// Cray MPICH reads device pointers only with this set, and then needs the GTL library linked
+/// into the binary: only a transport that hands MPI device memory may set it.
+pub const CRAY_GPU_SUPPORT: &str = "MPICH_GPU_SUPPORT_ENABLED";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -81,6 +89,9 @@ pub struct Profile {
     pub backend: String,
     /// f32, or bf16 on cuda/rocm.
     pub precision: String,
+    /// How gradients travel (`dist.transport`): auto, mpi-host, mpi-device or nccl.
+    #[serde(default = "auto")]
+    pub transport: String,
     /// Placeholder until the user gives `--account`.
     #[serde(default)]
     pub account: String,
@@ -190,6 +201,19 @@ impl Profile {
                 "backend {:?}: expected one of {}",
                 self.backend,
                 backends.join(", ")
+            );
+        }
+        let transports = ["auto", "mpi-host", "mpi-device", "nccl"];
+        if !transports.contains(&self.transport.as_str()) {
+            bail!(
+                "transport {:?}: expected one of {}",
+                self.transport,
+                transports.join(", ")
+            );
+        }
+        if self.env.contains_key(CRAY_GPU_SUPPORT) {
+            bail!(
+                "env.{CRAY_GPU_SUPPORT}: the job script exports it when transport = \"mpi-device\" (the only transport that hands MPI device memory); do not set it in [env]"
             );
         }
         match self.precision.as_str() {

@@ -77,6 +77,8 @@ impl Job<'_> {
             format!("backend={}", p.backend),
             "--set".into(),
             format!("precision={}", p.precision),
+            "--set".into(),
+            format!("dist.transport={}", p.transport),
         ];
         if let Some(peak) = p.peak_tflops() {
             words.extend(["--set".into(), format!("peak_tflops={peak}")]);
@@ -98,11 +100,15 @@ impl Job<'_> {
         if !p.modules.is_empty() {
             out += &format!("\nmodule load {}\n", shell::join(&p.modules));
         }
-        if !p.env.is_empty() || p.node.cpus_per_rank > 0 {
+        let device_mpi = p.transport == "mpi-device";
+        if !p.env.is_empty() || p.node.cpus_per_rank > 0 || device_mpi {
             out += "\n";
         }
         for (key, value) in &p.env {
             out += &format!("export {key}=\"{}\"\n", value.replace('"', "\\\""));
+        }
+        if device_mpi {
+            out += &format!("export {}=\"1\"\n", crate::profile::CRAY_GPU_SUPPORT);
         }
         if p.node.cpus_per_rank > 0 {
             // burn's CPU backends size their thread pools from these.

@@ -92,7 +92,7 @@ fn lumi_g() {
             "#SBATCH --signal=USR1@300",
             "srun --kill-on-bad-exit=1 --cpu-bind=map_cpu:49,57,17,25,1,9,33,41",
             "export ROCR_VISIBLE_DEVICES=$SLURM_LOCALID; exec",
-            "export MPICH_GPU_SUPPORT_ENABLED=\"1\"",
+            "--set dist.transport=mpi-host",
             "craype-accel-amd-gfx90a",
             "--set backend=rocm",
             "--set precision=bf16",
@@ -118,13 +118,15 @@ fn hunter_is_pbs_with_mpiexec() {
             "#PBS -l walltime=24:00:00",
             "mpiexec -n 8 --ppn 4 --cpu-bind list:0-23:24-47:48-71:72-95 --gpu-bind list:0:1:2:3",
             "module load PrgEnv-cray cray-mpich rocm craype-accel-amd-gfx942 cray-pals",
-            "export MPICH_GPU_SUPPORT_ENABLED=\"1\"",
+            "--set dist.transport=mpi-host",
             // USR1 five minutes before the 24 h wall time.
             "timeout --preserve-status --signal=USR1 86100 mpiexec",
             "qsub '/work dir/runs/out/job.sh'",
         ],
     );
     assert!(!text.contains("#SBATCH"));
+    // Host buffers: Cray MPICH must not be told to expect device pointers.
+    assert!(!text.contains("MPICH_GPU_SUPPORT_ENABLED"), "{text}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use crate::backend::{dispatch, BackendKind, BackendTask};
 use crate::grads::GradSync;
 use crate::metrics::{read_events, Event, METRICS_FILE};
+use crate::transport::{resolve, Transport};
 use crate::{RunConfig, TrainOptions};
 use anyhow::{bail, Context, Result};
 use burn::module::Param;
@@ -232,6 +233,7 @@ struct AllReduceBench<'a> {
     sizes_m: Vec<f64>,
     bucket_mb: f64,
     iters: usize,
+    transports: Vec<Transport>,
     comm: &'a dyn Communicator,
 }
 
@@ -242,16 +244,25 @@ pub fn allreduce(
     sizes_m: Vec<f64>,
     bucket_mb: f64,
     iters: usize,
+    transports: &[Transport],
     backend: BackendKind,
 ) -> Result<()> {
     if iters == 0 || sizes_m.iter().any(|&s| s.is_nan() || s <= 0.0) {
         bail!("--iters and every size must be positive");
+    }
+    let transports = transports
+        .iter()
+        .map(|&t| Ok(resolve(t, backend)?.0))
+        .collect::<Result<Vec<_>>>()?;
+    if transports.is_empty() {
+        bail!("--transport names none");
     }
     let comm = fucina_dist::init()?;
     let task = AllReduceBench {
         sizes_m,
         bucket_mb,
         iters,
+        transports,
         comm: comm.as_ref(),
     };
     dispatch(backend, 0, task)?
@@ -270,15 +281,16 @@ impl BackendTask for AllReduceBench<'_> {
         let bus_factor = 2.0 * (n - 1.0) / n;
         if comm.is_root() {
             println!(
-                "bench allreduce: {} rank(s), buckets of {} MB, median of {} runs; bus bandwidth = bytes × 2(n-1)/n ÷ time",
+                "bench allreduce: {} rank(s), buckets of {} MB, median of {} runs; bus bandwidth = bytes × 2(n-1)/n ÷ time; ratio = raw time ÷ sync time, measured in turn",
                 comm.size(),
                 self.bucket_mb,
                 self.iters
             );
-            println!(
-                "{:>9} {:>10} {:>12} {:>10} {:>12} {:>7}",
-                "params", "sync ms", "sync GB/s", "raw ms", "raw GB/s", "ratio"
-            );
+            print!("{:>9} {:>10} {:>10}", "params", "raw ms", "raw GB/s");
+            for t in &self.transports {
+                print!(" {:>16} {:>7}", format!("{} ms", t.name()), "ratio");
+            }
+            println!();
         }
         for size_m in self.sizes_m {
             let total = (size_m * 1e6) as usize;
@@ -294,46 +306,62 @@ impl BackendTask for AllReduceBench<'_> {
                     .collect(),
             };
             let values: usize = rows.iter().sum::<usize>() * width;
-            let (mut sync_times, mut raw_times) = (Vec::new(), Vec::new());
-            let mut grad_sync = GradSync::new(1.0, (self.bucket_mb * 1e6) as usize);
+            let mut raw_times = Vec::new();
+            let mut sync_times = vec![Vec::new(); self.transports.len()];
+            let mut syncs: Vec<GradSync> = self
+                .transports
+                .iter()
+                .map(|t| {
+                    let mut sync = GradSync::new(1.0, (self.bucket_mb * 1e6) as usize);
+                    sync.packing = t.packing(BackendKind::Cpu);
+                    sync
+                })
+                .collect();
             let send = vec![1.0f32; values];
             let mut recv = vec![0.0f32; values];
+            // Each iteration times every transport and the raw all-reduce in turn, so that a
+            // busy moment of the machine falls on all of them alike.
             for iter in 0..=self.iters {
-                let mut grads = GradientsParams::new();
-                for (param, &r) in model.layers.iter().zip(&rows) {
-                    let g = Tensor::<B::InnerBackend, 2>::random(
-                        [r, width],
-                        Distribution::Default,
-                        &device,
-                    );
-                    grads.register::<B::InnerBackend, 2>(param.id, g);
+                for (grad_sync, times) in syncs.iter_mut().zip(&mut sync_times) {
+                    let mut grads = GradientsParams::new();
+                    for (param, &r) in model.layers.iter().zip(&rows) {
+                        let g = Tensor::<B::InnerBackend, 2>::random(
+                            [r, width],
+                            Distribution::Default,
+                            &device,
+                        );
+                        grads.register::<B::InnerBackend, 2>(param.id, g);
+                    }
+                    comm.barrier()?;
+                    let t = Instant::now();
+                    let (grads, _) = grad_sync.run(&model, grads, comm)?;
+                    let sync = t.elapsed().as_secs_f64();
+                    drop(grads);
+                    if iter > 0 {
+                        times.push(sync);
+                    }
                 }
-                comm.barrier()?;
-                let t = Instant::now();
-                let (grads, _) = grad_sync.run(&model, grads, comm)?;
-                let sync = t.elapsed().as_secs_f64();
-                drop(grads);
                 comm.barrier()?;
                 let t = Instant::now();
                 comm.all_reduce_sum_into(&send, &mut recv)?;
-                let raw = t.elapsed().as_secs_f64();
                 if iter > 0 {
-                    sync_times.push(sync);
-                    raw_times.push(raw);
+                    raw_times.push(t.elapsed().as_secs_f64());
                 }
             }
-            let (sync, raw) = (median(sync_times), median(raw_times));
+            let raw = median(raw_times);
             let bytes = values as f64 * 4.0;
             if comm.is_root() {
-                println!(
-                    "{:>8.1}M {:>10.2} {:>12.3} {:>10.2} {:>12.3} {:>7.2}",
+                print!(
+                    "{:>8.1}M {:>10.2} {:>10.3}",
                     values as f64 / 1e6,
-                    sync * 1e3,
-                    bytes * bus_factor / sync / 1e9,
                     raw * 1e3,
                     bytes * bus_factor / raw / 1e9,
-                    raw / sync
                 );
+                for times in sync_times {
+                    let sync = median(times);
+                    print!(" {:>16.2} {:>7.2}", sync * 1e3, raw / sync);
+                }
+                println!();
             }
         }
         Ok(())

@@ -254,6 +254,8 @@ pub struct DistConfig {
     /// ZeRO-1: each rank keeps the AdamW moments of its 1/N of the trainable parameters and
     /// updates only that part; gradients are reduce-scattered and weights all-gathered.
     pub shard_optimizer: bool,
+    /// How the gradient buckets travel: `auto`, `mpi-host`, `mpi-device` or `nccl`.
+    pub transport: crate::transport::Transport,
 }
 
 impl Default for DistConfig {
@@ -262,6 +264,7 @@ impl Default for DistConfig {
             bucket_mb: 25.0,
             timeout_seconds: 1800.0,
             shard_optimizer: false,
+            transport: Default::default(),
         }
     }
 }
@@ -329,6 +332,7 @@ impl RunConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        crate::transport::resolve(self.dist.transport, self.backend)?;
         if let Some(lora) = &self.lora {
             lora.validate()?;
             // A recomputed block would draw a different dropout mask than its first forward.
@@ -455,6 +459,15 @@ fn deserialize<T: serde::de::DeserializeOwned>(table: toml::Table, prefix: &str)
             anyhow!("key {prefix}{path}: {message}")
         }
     })
+}
+
+/// The model a preset name, model TOML or HF config.json describes.
+pub fn model_config(name: &str) -> Result<LlamaConfig> {
+    let config: LlamaConfig = toml::Value::Table(load_preset_table(name)?)
+        .try_into()
+        .map_err(|e| anyhow!("model {name}: {e}"))?;
+    config.validate()?;
+    Ok(config)
 }
 
 pub(crate) fn load_preset_table(name: &str) -> Result<toml::Table> {

@@ -242,6 +242,10 @@ fn run<B: AutodiffBackend>(
 
     let mut model = initial_model::<B>(config, &model_config, comm, device)?;
     let mut updater = Updater::<B, Llama<B>>::new(config, &model, comm);
+    if comm.is_root() && comm.size() > 1 {
+        let (transport, why) = crate::transport::resolve(config.dist.transport, config.backend)?;
+        eprintln!("gradient transport: {} ({why})", transport.name());
+    }
     let mut state = TrainState {
         step: 0,
         loader: loader.state(0),

@@ -13,6 +13,7 @@ use crate::flat_moments::{state_of, AdamRecord, FlatMoments};
 use crate::grads::{GradSync, SyncStats};
 use crate::optim::AdamW;
 use crate::precision::{cast_frozen, cast_params};
+use crate::transport::resolve;
 use crate::zero::{Layout, ZeroAdamW};
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
@@ -51,6 +52,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         } else {
             let mut sync = GradSync::new(max_norm, config.dist.bucket_bytes());
             sync.f32_grads = masters;
+            // validate() has resolved it once already: it cannot fail here.
+            if let Ok((transport, _)) = resolve(config.dist.transport, config.backend) {
+                sync.packing = transport.packing(config.backend);
+            }
             Kind::Replicated {
                 sync,
                 optimizer: adamw.init::<B, M>(),
