@@ -140,8 +140,15 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
     let logits = f32_share * v * if fused { 1 } else { 3 };
     let head = head - logits + (logits * logits_tokens).div_ceil(tokens.max(1));
     let layers = model.num_hidden_layers as u64;
+    // The fused loss's gradient, one more logits-sized buffer, is made while every layer's
+    // activations are still held: the peak of a run without checkpointing. (The composed head
+    // counts it above; under block checkpointing the head runs beside the blocks' inputs only.)
+    let logits_grad = match fused {
+        true => (f32_share * v * logits_tokens).div_ceil(tokens.max(1)),
+        false => 0,
+    };
     let per_token = match config.train.activation_checkpointing {
-        Checkpointing::None => per_layer * layers + head,
+        Checkpointing::None => per_layer * layers + head + logits_grad,
         // Each block's input and the gradient coming back through the blocks (f32, the
         // residual stream), and one graph at a time: the head's, then one recomputed block's
         // (see `checkpointing`).
