@@ -13,6 +13,17 @@ mod common;
 
 type Ad = Autodiff<Wgpu>;
 
+/// The tests take turns: run side by side on two cores, lavapipe's threads fight over them and
+/// the three that launch kernels took 471 s where one after the other they take 128 s.
+static LAVAPIPE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one may still run.
+    LAVAPIPE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn input(shape: [usize; 4], salt: usize) -> Tensor<Ad, 4> {
     let values = common::inputs(shape.iter().product(), salt);
     Tensor::from_data(TensorData::new(values, shape), &Default::default())
@@ -68,9 +79,12 @@ fn check(seq: usize, heads: usize, kv_heads: usize, dim: usize, dtype: DType, to
 
 #[test]
 fn flash_attention_matches_the_reference_in_f32() {
+    let _turn = one_at_a_time();
     for dim in [64, 128] {
         for (heads, kv_heads) in [(4, 1), (2, 2)] {
-            for seq in [1, 63, 64, 130, 512] {
+            // Eight key blocks once per head layout; at dim 128 too, that was 18 s more.
+            let long = if dim == 64 { &[512][..] } else { &[] };
+            for &seq in [1, 63, 64, 130].iter().chain(long) {
                 check(seq, heads, kv_heads, dim, DType::F32, 1e-4);
             }
         }
@@ -81,6 +95,7 @@ fn flash_attention_matches_the_reference_in_f32() {
 /// (2⁻¹¹ ≈ 4.9e-4 of a value), and dq sums a row's terms that were each rounded that much.
 #[test]
 fn flash_attention_matches_the_reference_in_f16() {
+    let _turn = one_at_a_time();
     for (heads, kv_heads) in [(4, 1), (2, 2)] {
         for seq in [63, 130] {
             check(seq, heads, kv_heads, 64, DType::F16, 4e-3);
@@ -90,6 +105,7 @@ fn flash_attention_matches_the_reference_in_f16() {
 
 #[test]
 fn without_autodiff_the_forward_matches() {
+    let _turn = one_at_a_time();
     let [q, k, v] = [1, 2, 3].map(|s| input([1, 70, 2, 64], s).inner());
     let q = q / 8.0;
     let got = fused::flash_attention::<Wgpu>(q.clone(), k.clone(), v.clone())
