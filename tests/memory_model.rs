@@ -1,15 +1,10 @@
 //! `fucina launch`'s memory model (`fucina_train::memory`) against the peak resident memory the
-//! kernel measures for real training runs of three model sizes: within 20 %.
+//! kernel measures for real training runs of three model sizes: within 20 % of the training
+//! peak, the one before the first checkpoint is serialised (which the model does not count).
 
 use std::process::Command;
 
 const EXE: &str = env!("CARGO_BIN_EXE_fucina");
-
-/// (measured, predicted) MiB from the run's closing line.
-fn peak_and_prediction(name: &str, model: &str, micro: usize) -> (f64, f64) {
-    let (peak, predicted, _) = memory_lines(name, model, micro, "none");
-    (peak, predicted)
-}
 
 /// (peak, predicted, peak before the first checkpoint) MiB of a run with
 /// `train.activation_checkpointing = checkpointing`.
@@ -88,9 +83,9 @@ fn prediction_is_within_20_percent_of_peak_resident_memory() {
     ];
     let mut report = Vec::new();
     for (name, model, micro) in &cases {
-        let (peak, predicted) = peak_and_prediction(name, model, *micro);
+        let (overall, predicted, peak) = memory_lines(name, model, *micro, "none");
         report.push(format!(
-            "{name}: peak {peak} MiB, predicted {predicted} MiB"
+            "{name}: training peak {peak} MiB (with the checkpoint {overall}), predicted {predicted} MiB"
         ));
         // A model that tracked nothing would be off by far more: sizes span 4× here.
         assert!(peak > 200.0, "{}", report.join("; "));
@@ -129,11 +124,9 @@ fn block_checkpointing_saves_what_the_model_predicts() {
             "{}",
             report.join("; ")
         );
-        // The estimate adds the gradient all-reduce's host buffers to the activations, where a
-        // run holds them one after the other; with small activations that shows: on `small`
-        // the estimate sits 19 % (here) to 20.4 % (a CI machine) above the training peak.
+        // The block estimate itself, against the training peak (4 % on both here).
         assert!(
-            (predicted_block / block - 1.0).abs() <= 0.25,
+            (predicted_block / block - 1.0).abs() <= 0.2,
             "{}",
             report.join("; ")
         );

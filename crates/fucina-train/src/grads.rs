@@ -1,6 +1,7 @@
 //! Gradient synchronisation: gradients are packed into fusion buckets, copied to the host and
 //! averaged over ranks (copying bucket k+1 while bucket k is reduced), clipped by their
-//! **global** norm (burn's own clipping works tensor by tensor), and handed back to burn.
+//! **global** norm (burn's own clipping works tensor by tensor), and handed back to burn. One
+//! process has nothing to average and keeps them on the device.
 
 use anyhow::{anyhow, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
@@ -69,6 +70,15 @@ impl GradSync {
         let started = Instant::now();
         let FlatGrads { parts, shapes } = flatten::<B, M>(model, &mut grads);
         let device = parts.first().map(|t| t.device()).unwrap_or_default();
+        if comm.size() == 1 {
+            let (ready, grad_norm) = self.on_the_device(parts)?;
+            let stats = SyncStats {
+                grad_norm,
+                sync_seconds: started.elapsed().as_secs_f64(),
+                comm_seconds: 0.0,
+            };
+            return Ok((self.unflatten::<B, M>(model, ready, shapes, device), stats));
+        }
         let lens: Vec<usize> = shapes.iter().map(|(_, d)| d.iter().product()).collect();
         // The backward produces the last layers' gradients first; the buckets follow it, as
         // DDP's do, so that the first bucket is the first one complete.
@@ -158,6 +168,57 @@ impl GradSync {
             }
         }
 
+        let stats = SyncStats {
+            grad_norm,
+            sync_seconds: started.elapsed().as_secs_f64(),
+            comm_seconds: timing.blocked_seconds,
+        };
+        Ok((self.unflatten::<B, M>(model, ready, shapes, device), stats))
+    }
+
+    /// One process has nothing to average: the norm's squares are summed where the gradients
+    /// are, one small copy brings them to the host, and clipping scales them there too. (A
+    /// round trip through host buffers would cost a GPU two copies of every gradient a step.)
+    fn on_the_device<B: Backend>(
+        &self,
+        parts: Vec<Tensor<B, 1>>,
+    ) -> Result<(Vec<Option<Ready<B>>>, f64)> {
+        let parts: Vec<Tensor<B, 1>> = match self.f32_grads {
+            true => parts.into_iter().map(|p| cast(p, DType::F32)).collect(),
+            false => parts,
+        };
+        let squares: Vec<Tensor<B, 1>> = parts
+            .iter()
+            .map(|p| cast(p.clone(), DType::F32).powi_scalar(2).sum())
+            .collect();
+        // Summed in f64 here, as the host path sums its buckets.
+        let grad_norm = match squares.is_empty() {
+            true => 0.0,
+            false => download(Tensor::cat(squares, 0))?
+                .iter()
+                .map(|&x| x as f64)
+                .sum::<f64>()
+                .sqrt(),
+        };
+        let scale = clip_factor(self.max_norm, grad_norm);
+        let ready = parts
+            .into_iter()
+            .map(|p| match scale < 1.0 {
+                true => Some(Ready::Device(p.mul_scalar(scale as f32))),
+                false => Some(Ready::Device(p)),
+            })
+            .collect();
+        Ok((ready, grad_norm))
+    }
+
+    /// The averaged gradients, handed back to burn under their parameters' ids.
+    fn unflatten<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        model: &M,
+        ready: Vec<Option<Ready<B::InnerBackend>>>,
+        shapes: Vec<(ParamId, Vec<usize>)>,
+        device: burn::tensor::Device<B::InnerBackend>,
+    ) -> GradientsParams {
         let mut out = GradientsParams::new();
         let mut unflatten = Unflatten::<B> {
             grads: &mut out,
@@ -167,12 +228,7 @@ impl GradSync {
             shapes: shapes.into_iter(),
         };
         model.visit(&mut unflatten);
-        let stats = SyncStats {
-            grad_norm,
-            sync_seconds: started.elapsed().as_secs_f64(),
-            comm_seconds: timing.blocked_seconds,
-        };
-        Ok((out, stats))
+        out
     }
 }
 

@@ -203,7 +203,11 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
         optimizer,
         optimizer_on_host: sharded,
         activations,
-        sync_buffers: trainable * 4 + 2 * (config.dist.bucket_bytes() as u64).min(trainable * 4),
+        // One replicated process keeps its gradients where they are (crate::grads).
+        sync_buffers: match world_size <= 1 && !sharded {
+            true => 0,
+            false => trainable * 4 + 2 * (config.dist.bucket_bytes() as u64).min(trainable * 4),
+        },
         // Measured on CPU: a `tiny` run peaks at ~71 MiB resident (binary, corpus, tokenizer,
         // thread stacks); a GPU process adds its runtime's context.
         runtime: if cpu { 64 << 20 } else { 1 << 30 },
