@@ -97,19 +97,20 @@ impl GradSync {
         let packing = self.packing;
         let timing = comm.all_reduce_sum_buckets(&mut self.buffers, &sizes, &mut |k, buf| {
             let params = &buckets[k].params;
-            let swap_in = |values: Result<Vec<f32>>, buf: &mut Vec<f32>| match values {
-                Ok(values) => Ok(std::mem::replace(buf, values)),
-                Err(e) => Err(e),
-            };
-            let result = match (packing, &params[..]) {
+            // A bucket sent as one download hands that memory to MPI and keeps the old buffer.
+            let whole = match (packing, &params[..]) {
                 (Packing::Device, _) => {
                     let parts: Vec<_> = params.iter().map(|&i| cast(take(i), DType::F32)).collect();
-                    swap_in(download(Tensor::cat(parts, 0)), buf).map(|old| spares[k] = Some(old))
+                    Some(Tensor::cat(parts, 0))
                 }
-                (Packing::Host, &[i]) => {
-                    swap_in(download(take(i)), buf).map(|old| spares[k] = Some(old))
+                (Packing::Host, &[i]) => Some(take(i)),
+                (Packing::Host, _) => None,
+            };
+            let result = match whole {
+                Some(part) => {
+                    download(part).map(|values| spares[k] = Some(std::mem::replace(buf, values)))
                 }
-                (Packing::Host, _) => {
+                None => {
                     let mut offset = 0;
                     params.iter().try_for_each(|&i| {
                         let values = download(take(i))?;
@@ -204,9 +205,10 @@ impl GradSync {
         let ready = parts
             .into_iter()
             .map(|p| match scale < 1.0 {
-                true => Some(Ready::Device(p.mul_scalar(scale as f32))),
-                false => Some(Ready::Device(p)),
+                true => p.mul_scalar(scale as f32),
+                false => p,
             })
+            .map(|p| Some(Ready::Device(p)))
             .collect();
         Ok((ready, grad_norm))
     }
