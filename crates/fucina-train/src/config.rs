@@ -256,6 +256,10 @@ pub struct DistConfig {
     pub shard_optimizer: bool,
     /// How the gradient buckets travel: `auto`, `mpi-host`, `mpi-device` or `nccl`.
     pub transport: crate::transport::Transport,
+    /// Reduce each bucket as soon as the backward has made its gradients, while the backward
+    /// of the earlier layers goes on (replicated optimizer, more than one rank); false waits
+    /// for the whole backward first.
+    pub overlap: bool,
 }
 
 impl Default for DistConfig {
@@ -265,6 +269,7 @@ impl Default for DistConfig {
             timeout_seconds: 1800.0,
             shard_optimizer: false,
             transport: Default::default(),
+            overlap: true,
         }
     }
 }

@@ -15,6 +15,9 @@ use fucina_model::fused::cast;
 use rayon::prelude::*;
 use std::time::Instant;
 
+use crate::stages::Stages;
+use fucina_model::Llama;
+
 /// What a step's synchronisation measured.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyncStats {
@@ -70,7 +73,74 @@ impl GradSync {
         let started = Instant::now();
         let FlatGrads { parts, shapes } = flatten::<B, M>(model, &mut grads);
         let device = parts.first().map(|t| t.device()).unwrap_or_default();
+        let mut pending: Vec<Option<Tensor<B::InnerBackend, 1>>> =
+            parts.into_iter().map(Some).collect();
+        let mut take = |i: usize| pending[i].take().expect("each gradient is packed once");
+        self.reduce::<B, M>(model, shapes, device, &mut take, comm, started)
+    }
+
+    /// As `run`, for the step's last micro-batch with its backward still to run: filling a
+    /// bucket runs the backward's stages until its gradients are complete, so that the
+    /// buckets filled before are reduced meanwhile. `earlier`: the gradients of the step's
+    /// other micro-batches, added to these. The time of the backward is not counted as sync.
+    pub fn run_staged<B: AutodiffBackend>(
+        &mut self,
+        model: &Llama<B>,
+        mut stages: Stages<B>,
+        earlier: Option<GradientsParams>,
+        comm: &dyn Communicator,
+    ) -> Result<(GradientsParams, SyncStats)> {
+        let started = Instant::now();
+        let shapes = trainable_shapes::<B, _>(model);
+        let device = model.embed_tokens.weight.val().inner().device();
+        let stage_of = Stages::stage_of(model);
+        let mut earlier: Vec<Option<Tensor<B::InnerBackend, 1>>> = match earlier {
+            Some(mut grads) => flatten::<B, _>(model, &mut grads)
+                .parts
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut done: Vec<Option<Tensor<B::InnerBackend, 1>>> = vec![None; shapes.len()];
+        let (mut stages_run, mut backward_seconds) = (0, 0.0);
+        let mut take = |i: usize| {
+            while stages_run <= stage_of[i] {
+                let t = Instant::now();
+                let grads = stages.advance();
+                collect::<B, _>(model, grads, &mut done);
+                stages_run += 1;
+                backward_seconds += t.elapsed().as_secs_f64();
+            }
+            let n: usize = shapes[i].1.iter().product();
+            let grad = done[i]
+                .take()
+                .unwrap_or_else(|| Tensor::zeros([n], &device));
+            match earlier.get_mut(i).and_then(Option::take) {
+                Some(e) => e + grad,
+                None => grad,
+            }
+        };
+        let (shapes, device) = (shapes.clone(), device.clone());
+        let (grads, mut stats) =
+            self.reduce::<B, _>(model, shapes, device, &mut take, comm, started)?;
+        stats.sync_seconds -= backward_seconds;
+        Ok((grads, stats))
+    }
+
+    /// Reduces the gradients `take(i)` gives for each trainable parameter i (visit order) of
+    /// `model`, whose ids and shapes are `shapes`.
+    fn reduce<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+        shapes: Vec<(ParamId, Vec<usize>)>,
+        device: burn::tensor::Device<B::InnerBackend>,
+        take: &mut dyn FnMut(usize) -> Tensor<B::InnerBackend, 1>,
+        comm: &dyn Communicator,
+        started: Instant,
+    ) -> Result<(GradientsParams, SyncStats)> {
         if comm.size() == 1 {
+            let parts = (0..shapes.len()).map(&mut *take).collect();
             let (ready, grad_norm) = self.on_the_device(parts)?;
             let stats = SyncStats {
                 grad_norm,
@@ -86,9 +156,6 @@ impl GradSync {
         let buckets = plan_buckets(&order, &lens, self.bucket_bytes / 4);
         let sizes: Vec<usize> = buckets.iter().map(|b| b.len).collect();
 
-        let mut pending: Vec<Option<Tensor<B::InnerBackend, 1>>> =
-            parts.into_iter().map(Some).collect();
-        let mut take = |i: usize| pending[i].take().expect("each gradient is packed once");
         // Memory a fill swapped out of a bucket: it replaces the reduced values taken out.
         let mut spares: Vec<Option<Vec<f32>>> = vec![None; buckets.len()];
         // Downloaded gradients of shared buckets: the memory their averaged values go to.
@@ -313,6 +380,61 @@ pub(crate) fn flatten<B: AutodiffBackend, M: AutodiffModule<B>>(
         parts: flatten.parts,
         shapes: flatten.shapes,
     }
+}
+
+/// The ids and shapes of `model`'s trainable parameters, in visit order.
+fn trainable_shapes<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+) -> Vec<(ParamId, Vec<usize>)> {
+    struct Shapes(Vec<(ParamId, Vec<usize>)>);
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let value = param.val();
+            if value.is_require_grad() {
+                self.0.push((param.id, value.dims().to_vec()));
+            }
+        }
+    }
+    let mut shapes = Shapes(Vec::new());
+    model.visit(&mut shapes);
+    shapes.0
+}
+
+/// Moves the gradients in `grads` into `done`, flat, at their parameter's visit index among
+/// the trainable ones; one already there is added to (a tied embedding's two parts).
+fn collect<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: GradientsParams,
+    done: &mut [Option<Tensor<B::InnerBackend, 1>>],
+) {
+    struct Collect<'a, B: AutodiffBackend> {
+        grads: GradientsParams,
+        done: &'a mut [Option<Tensor<B::InnerBackend, 1>>],
+        index: usize,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let value = param.val();
+            if !value.is_require_grad() {
+                return;
+            }
+            let n: usize = value.dims().iter().product();
+            if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                let grad = grad.reshape([n]);
+                let slot = &mut self.done[self.index];
+                *slot = Some(match slot.take() {
+                    Some(earlier) => earlier + grad,
+                    None => grad,
+                });
+            }
+            self.index += 1;
+        }
+    }
+    model.visit(&mut Collect::<B> {
+        grads,
+        done,
+        index: 0,
+    });
 }
 
 /// One device→host copy, in f32 whatever the backend's float: bf16 runs (cuda/rocm) reduce

@@ -27,6 +27,7 @@ pub mod plot;
 pub mod precision;
 pub mod projection;
 pub mod rss;
+pub mod stages;
 pub mod stop;
 pub mod threads;
 pub mod trainer;

@@ -65,64 +65,31 @@ pub fn forward_backward<B: AutodiffBackend>(
     device: &B::Device,
 ) -> f64 {
     let part = |model: &Llama<B>, batch: &Batch, part_rows: usize| {
-        // The unmasked loss is a mean over rows: a share of it weighs its rows.
-        let weight = match batch.mask {
-            Some(_) => 1.0,
-            None => part_rows as f64 / rows as f64,
-        };
-        let poison = match poison {
-            true => f64::NAN,
-            false => 1.0,
-        };
+        let loss = PartLoss::new(batch, (part_rows, rows), scale, accum, poison, memory);
         let tokens = tokens_to_tensor::<B>(&batch.inputs, part_rows, device);
-        let vocab = model.vocab_size();
-        let chunk = head::chunk_rows(vocab, memory.logits_chunk_bytes);
-        if batch.targets.len() > chunk {
-            // Σ weights ⊙ nll is the loss below, term by term.
-            let loss = RowLoss::of(batch, scale, weight * poison / accum as f64);
-            let mut value = 0.0;
-            let mut head = |x: Tensor<B::InnerBackend, 3>| {
-                let (total, grad, grads) = head::chunked(model, x, &loss, chunk);
-                value = total * accum as f64;
-                (grad, grads)
-            };
-            let part_grads = match memory.checkpointing {
-                Checkpointing::None => {
-                    let hidden = model.hidden(tokens);
-                    let (grad, mut grads) = head(hidden.clone().inner());
-                    let mut backward = (hidden * Tensor::from_inner(grad)).sum().backward();
-                    checkpointing::add_grads::<B, _>(&mut grads, &mut backward, model);
-                    grads
-                }
-                Checkpointing::Block => checkpointing::gradients(model, tokens, head),
-            };
-            return (value, part_grads);
+        match (memory.checkpointing, loss.chunked(model)) {
+            (Checkpointing::None, false) => {
+                let mut value = 0.0;
+                let loss = loss.loss_of(model.forward(tokens), &mut value, device);
+                (value, GradientsParams::from_grads(loss.backward(), model))
+            }
+            (Checkpointing::None, true) => {
+                let hidden = model.hidden(tokens);
+                let (value, grad, mut grads) = loss.head(model, hidden.clone().inner(), device);
+                let mut backward = (hidden * Tensor::from_inner(grad)).sum().backward();
+                checkpointing::add_grads::<B, _>(&mut grads, &mut backward, model);
+                (value, grads)
+            }
+            (Checkpointing::Block, _) => {
+                let mut value = 0.0;
+                let grads = checkpointing::gradients(model, tokens, |x| {
+                    let (v, grad, grads) = loss.head(model, x, device);
+                    value = v;
+                    (grad, grads)
+                });
+                (value, grads)
+            }
         }
-        let mut value = 0.0;
-        let mut loss_of = |logits: Tensor<B, 3>| {
-            let loss = logits_loss(logits, batch, part_rows, scale, device);
-            let loss = if weight == 1.0 {
-                loss
-            } else {
-                loss.mul_scalar(weight)
-            };
-            let loss = match poison.is_nan() {
-                true => loss.mul_scalar(f64::NAN),
-                false => loss,
-            };
-            value = loss.clone().into_scalar().elem::<f64>();
-            loss.div_scalar(accum as f64)
-        };
-        let part_grads = match memory.checkpointing {
-            Checkpointing::None => {
-                let loss = loss_of(model.forward(tokens));
-                GradientsParams::from_grads(loss.backward(), model)
-            }
-            Checkpointing::Block => {
-                checkpointing::gradients(model, tokens, |x| head::whole(model, x, loss_of))
-            }
-        };
-        (value, part_grads)
     };
     let widened = |part: GradientsParams| match widen {
         true => crate::precision::widen_grads(model, part),
@@ -152,8 +119,93 @@ pub fn forward_backward<B: AutodiffBackend>(
     total
 }
 
+/// The loss of one part of a micro-batch, as `forward_backward` weighs it.
+pub(crate) struct PartLoss<'a> {
+    batch: &'a Batch,
+    rows: usize,
+    /// The part's share of an unmasked micro-batch's mean, times NaN when poisoned.
+    weight: f64,
+    scale: f64,
+    accum: usize,
+    logits_chunk_bytes: usize,
+}
+
+impl<'a> PartLoss<'a> {
+    /// For `batch`, the part of `part_rows` of the micro-batch's `rows`.
+    pub fn new(
+        batch: &'a Batch,
+        (part_rows, rows): (usize, usize),
+        scale: f64,
+        accum: usize,
+        poison: bool,
+        memory: Memory,
+    ) -> Self {
+        // The unmasked loss is a mean over rows: a share of it weighs its rows.
+        let share = match batch.mask {
+            Some(_) => 1.0,
+            None => part_rows as f64 / rows as f64,
+        };
+        let poison = if poison { f64::NAN } else { 1.0 };
+        PartLoss {
+            batch,
+            rows: part_rows,
+            weight: share * poison,
+            scale,
+            accum,
+            logits_chunk_bytes: memory.logits_chunk_bytes,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether the head goes over chunks of rows (`train.logits_chunk_mb`).
+    pub fn chunked<B: Backend>(&self, model: &Llama<B>) -> bool {
+        self.batch.targets.len() > head::chunk_rows(model.vocab_size(), self.logits_chunk_bytes)
+    }
+
+    /// The loss of `logits`, ÷ `accum` for the backward; its value (not divided) in `value`.
+    pub fn loss_of<B: AutodiffBackend>(
+        &self,
+        logits: Tensor<B, 3>,
+        value: &mut f64,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let loss = logits_loss(logits, self.batch, self.rows, self.scale, device);
+        let loss = match self.weight == 1.0 {
+            true => loss,
+            false => loss.mul_scalar(self.weight),
+        };
+        *value = loss.clone().into_scalar().elem::<f64>();
+        loss.div_scalar(self.accum as f64)
+    }
+
+    /// The head's step on the last block's output `x` (see `crate::head`): the loss value, its
+    /// gradient with respect to `x` and the head's gradients.
+    pub fn head<B: AutodiffBackend>(
+        &self,
+        model: &Llama<B>,
+        x: Tensor<B::InnerBackend, 3>,
+        device: &B::Device,
+    ) -> (f64, Tensor<B::InnerBackend, 3>, GradientsParams) {
+        if self.chunked(model) {
+            // Σ weights ⊙ nll is the loss of `loss_of`, term by term.
+            let factor = self.weight / self.accum as f64;
+            let loss = RowLoss::of(self.batch, self.scale, factor);
+            let chunk = head::chunk_rows(model.vocab_size(), self.logits_chunk_bytes);
+            let (total, grad, grads) = head::chunked(model, x, &loss, chunk);
+            return (total * self.accum as f64, grad, grads);
+        }
+        let mut value = 0.0;
+        let (grad, grads) =
+            head::whole(model, x, |logits| self.loss_of(logits, &mut value, device));
+        (value, grad, grads)
+    }
+}
+
 /// `parts` batches of consecutive rows, as even as possible, with their row counts.
-fn split_rows(batch: &Batch, rows: usize, parts: usize) -> Vec<(Batch, usize)> {
+pub(crate) fn split_rows(batch: &Batch, rows: usize, parts: usize) -> Vec<(Batch, usize)> {
     let cols = batch.targets.len() / rows;
     let mut out = Vec::with_capacity(parts);
     let mut start = 0;

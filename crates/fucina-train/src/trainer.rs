@@ -9,6 +9,7 @@ use crate::data::{self, RunData};
 use crate::loss::{eval_sums, step_scale};
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::learning_rate;
+use crate::stages::Stages;
 use crate::threads::{cpu_parts, forward_backward, Memory};
 use crate::update::Updater;
 use crate::watchdog::{self, Watchdog};
@@ -321,27 +322,36 @@ fn run<B: AutodiffBackend>(
         let on_host = updater.accumulates_on_host();
         // bf16 gradients are summed in f32: widened on the device where it sums them.
         let widen = (parts > 1 || (accum > 1 && !on_host)) && half;
+        let overlap = updater.overlaps(comm);
+        let mut staged = None;
         for micro in 0..accum {
             let batch = loader.micro_batch(step, micro);
             let acc = &mut accumulator;
             let split = (rows, parts, widen);
+            let memory = Memory::of(&config.train);
+            if overlap && micro + 1 == accum {
+                let (value, stages) =
+                    Stages::forward(&model, &batch, split, scale, accum, poison, memory, device);
+                loss_sum += value;
+                staged = Some(stages);
+                break;
+            }
             loss_sum += forward_backward(
-                &model,
-                &batch,
-                split,
-                scale,
-                accum,
-                poison,
-                Memory::of(&config.train),
-                acc,
-                device,
+                &model, &batch, split, scale, accum, poison, memory, acc, device,
             );
             if on_host && micro + 1 < accum {
                 updater.accumulate(&model, accumulator.grads())?;
             }
         }
+        // Overlapped, the last micro-batch's backward runs inside this phase.
         watchdog.enter("gradient all-reduce", step + 1);
-        let mut sync = updater.sync(&model, accumulator.grads(), comm)?;
+        let mut sync = match staged {
+            Some(stages) => {
+                let earlier = (accum > 1).then(|| accumulator.grads());
+                updater.sync_staged(&model, stages, earlier, comm)?
+            }
+            None => updater.sync(&model, accumulator.grads(), comm)?,
+        };
 
         // The stop request rides on the loss all-reduce: no extra collective per step.
         let signal = stop::received();

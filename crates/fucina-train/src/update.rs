@@ -13,6 +13,7 @@ use crate::flat_moments::{state_of, AdamRecord, FlatMoments};
 use crate::grads::{GradSync, SyncStats};
 use crate::optim::AdamW;
 use crate::precision::{cast_frozen, cast_params};
+use crate::stages::Stages;
 use crate::transport::resolve;
 use crate::zero::{Layout, ZeroAdamW};
 use anyhow::{bail, Context, Result};
@@ -22,10 +23,13 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_dist::Communicator;
+use fucina_model::Llama;
 
 pub struct Updater<B: AutodiffBackend, M: AutodiffModule<B>> {
     kind: Kind<B, M>,
     precision: Precision,
+    /// `[dist] overlap`.
+    overlap: bool,
 }
 
 enum Kind<B: AutodiffBackend, M: AutodiffModule<B>> {
@@ -66,6 +70,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         Self {
             kind,
             precision: config.precision,
+            overlap: config.dist.overlap,
         }
     }
 
@@ -250,6 +255,34 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         match &self.kind {
             Kind::Replicated { optimizer, .. } => replicated_moment_bytes(model, optimizer),
             Kind::Sharded(zero) => zero.moment_bytes(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> Updater<B, Llama<B>> {
+    /// Whether the step's last micro-batch goes to `sync_staged` rather than through
+    /// `forward_backward` and `sync`: with the replicated optimizer on several ranks, unless
+    /// `[dist] overlap` is off. (One rank has nothing to overlap.)
+    pub fn overlaps(&self, comm: &dyn Communicator) -> bool {
+        self.overlap && comm.size() > 1 && matches!(self.kind, Kind::Replicated { .. })
+    }
+
+    /// As `sync`, running the backward of the last micro-batch (`stages`) while the buckets
+    /// it completes are reduced; `earlier`: the sum of the step's other micro-batches.
+    pub fn sync_staged(
+        &mut self,
+        model: &Llama<B>,
+        stages: Stages<B>,
+        earlier: Option<GradientsParams>,
+        comm: &dyn Communicator,
+    ) -> Result<SyncStats> {
+        match &mut self.kind {
+            Kind::Replicated { sync, grads, .. } => {
+                let (averaged, stats) = sync.run_staged(model, stages, earlier, comm)?;
+                *grads = Some(averaged);
+                Ok(stats)
+            }
+            Kind::Sharded(_) => bail!("the sharded optimizer does not overlap its backward"),
         }
     }
 }

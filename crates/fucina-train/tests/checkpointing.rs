@@ -2,7 +2,8 @@
 //! (`train.logits_chunk_mb`) compute the gradients the plain backward does, on the Flex backend
 //! with its fused kernels: for a full model (untied and tied head), under LoRA (frozen weights
 //! get none), for the masked chat loss, with the rows split into parts, and they train the
-//! same 20 steps.
+//! same 20 steps. So does the staged backward that overlaps the gradient all-reduce
+//! (`fucina_train::stages`), each gradient complete at the stage its bucket waits for.
 
 mod common;
 
@@ -15,6 +16,7 @@ use fucina_data::Batch;
 use fucina_dist::SingleProcess;
 use fucina_model::{Llama, LlamaConfig, LoraSpec};
 use fucina_train::config::Checkpointing;
+use fucina_train::stages::Stages;
 use fucina_train::threads::{forward_backward, Memory};
 use fucina_train::{train, TrainOptions};
 
@@ -135,6 +137,55 @@ fn poisoned_gradients(
     (loss, acc.grads())
 }
 
+/// As `gradients`, through the stages of `Stages`, checking that each parameter's gradient
+/// arrives last at the stage `Stages::stage_of` gives it.
+fn staged_gradients(
+    model: &Llama<AD>,
+    batch: &Batch,
+    parts: usize,
+    memory: Memory,
+) -> (f64, GradientsParams) {
+    let scale = match &batch.mask {
+        Some(mask) => 1.0 / mask.iter().map(|&m| m as f64).sum::<f64>(),
+        None => 1.0,
+    };
+    let device = Default::default();
+    let split = (ROWS, parts, false);
+    let (loss, mut stages) = Stages::forward(model, batch, split, scale, 2, false, memory, &device);
+    struct Seen<'a>(&'a GradientsParams, usize, Vec<Option<usize>>);
+    impl ModuleVisitor<AD> for Seen<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AD, D>>) {
+            if param.val().is_require_grad() {
+                let at = self.2.len();
+                self.2.push(None);
+                if self.0.get::<B, D>(param.id).is_some() {
+                    self.2[at] = Some(self.1);
+                }
+            }
+        }
+    }
+    let mut last_seen: Vec<Option<usize>> = Vec::new();
+    let mut acc = GradientsAccumulator::new();
+    for stage in 0..stages.count() {
+        let grads = stages.advance();
+        let mut seen = Seen(&grads, stage, Vec::new());
+        model.visit(&mut seen);
+        last_seen.resize(seen.2.len(), None);
+        for (last, now) in last_seen.iter_mut().zip(seen.2) {
+            *last = now.or(*last);
+        }
+        acc.accumulate(model, grads);
+    }
+    for (i, (last, expected)) in last_seen.iter().zip(Stages::stage_of(model)).enumerate() {
+        assert_eq!(
+            *last,
+            Some(expected),
+            "parameter {i}: last gradient at stage"
+        );
+    }
+    (loss, acc.grads())
+}
+
 /// For each parameter: (has a gradient on each side, max |a − b| / max |b|).
 fn compare(model: &Llama<AD>, a: &GradientsParams, b: &GradientsParams) -> Vec<(bool, bool, f64)> {
     struct Compare<'a>(
@@ -168,13 +219,27 @@ fn check(config: &LlamaConfig, lora: bool, masked: bool) {
     let batch = batch(config.vocab_size, masked);
     let vocab = config.vocab_size;
     let variants = [
-        (whole(Checkpointing::Block), "block"),
-        (chunks(Checkpointing::None, vocab), "chunked loss"),
-        (chunks(Checkpointing::Block, vocab), "block, chunked loss"),
+        (whole(Checkpointing::Block), "block", false),
+        (chunks(Checkpointing::None, vocab), "chunked loss", false),
+        (
+            chunks(Checkpointing::Block, vocab),
+            "block, chunked loss",
+            false,
+        ),
+        (whole(Checkpointing::None), "staged", true),
+        (
+            chunks(Checkpointing::Block, vocab),
+            "staged, block, chunked loss",
+            true,
+        ),
     ];
-    for (parts, (memory, name)) in [1, 2].into_iter().flat_map(|p| variants.map(|v| (p, v))) {
+    for (parts, (memory, name, staged)) in [1, 2].into_iter().flat_map(|p| variants.map(|v| (p, v)))
+    {
         let (loss, plain) = gradients(&model, &batch, parts, whole(Checkpointing::None));
-        let (loss_ckpt, ckpt) = gradients(&model, &batch, parts, memory);
+        let (loss_ckpt, ckpt) = match staged {
+            true => staged_gradients(&model, &batch, parts, memory),
+            false => gradients(&model, &batch, parts, memory),
+        };
         let case = format!("{name}: lora {lora}, masked {masked}, {parts} part(s)");
         assert!(loss.is_finite() && loss > 0.0, "{case}: loss {loss}");
         // The chunked loss sums weighted chunks where the plain one takes a mean.
