@@ -1,7 +1,8 @@
 //! Gradient synchronisation: gradients are packed into fusion buckets, copied to the host and
-//! averaged over ranks (copying bucket k+1 while bucket k is reduced), clipped by their
-//! **global** norm (burn's own clipping works tensor by tensor), and handed back to burn. One
-//! process has nothing to average and keeps them on the device.
+//! summed over ranks (copying bucket k+1 while bucket k is reduced), their **global** norm taken
+//! for clipping (burn's own clipping works tensor by tensor), and handed back to burn with the
+//! factor the optimizer takes them times (1/N and the clip, folded into AdamW's constants). One
+//! process has nothing to sum and keeps them on the device.
 
 use anyhow::{anyhow, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
@@ -27,6 +28,9 @@ pub struct SyncStats {
     pub sync_seconds: f64,
     /// Time blocked in communication that no copy was hiding.
     pub comm_seconds: f64,
+    /// What the optimizer takes the returned gradients times: 1/N and the clip factor, which
+    /// AdamW folds into its constants (`AdamW::set_grad_scale`) rather than a pass over them.
+    pub grad_scale: f64,
 }
 
 /// Where the gradients are packed into buckets.
@@ -146,6 +150,7 @@ impl GradSync {
                 grad_norm,
                 sync_seconds: started.elapsed().as_secs_f64(),
                 comm_seconds: 0.0,
+                grad_scale: clip_factor(self.max_norm, grad_norm),
             };
             return Ok((self.unflatten::<B, M>(model, ready, shapes, device), stats));
         }
@@ -153,7 +158,16 @@ impl GradSync {
         // The backward produces the last layers' gradients first; the buckets follow it, as
         // DDP's do, so that the first bucket is the first one complete.
         let order: Vec<usize> = (0..lens.len()).rev().collect();
-        let buckets = plan_buckets(&order, &lens, self.bucket_bytes / 4);
+        let max_values = self.bucket_bytes / 4;
+        // A gradient sent from its own memory needs neither the copy into a shared bucket nor
+        // the copy back out. Host packing: from 1 MiB up a message's latency is lost in its
+        // transfer time. Device packing: from 4 MiB up a transfer's fixed cost (a launch and a
+        // synchronisation, ~10-20 µs) is under a tenth of its time over PCIe.
+        let alone = max_values.min(match self.packing {
+            Packing::Host => 1 << 18,
+            Packing::Device => 1 << 20,
+        });
+        let buckets = plan_buckets(&order, &lens, max_values, alone);
         let sizes: Vec<usize> = buckets.iter().map(|b| b.len).collect();
 
         // Memory a fill swapped out of a bucket: it replaces the reduced values taken out.
@@ -166,6 +180,7 @@ impl GradSync {
             let params = &buckets[k].params;
             // A bucket sent as one download hands that memory to MPI and keeps the old buffer.
             let whole = match (packing, &params[..]) {
+                (Packing::Device, &[i]) => Some(cast(take(i), DType::F32)),
                 (Packing::Device, _) => {
                     let parts: Vec<_> = params.iter().map(|&i| cast(take(i), DType::F32)).collect();
                     Some(Tensor::cat(parts, 0))
@@ -198,15 +213,13 @@ impl GradSync {
 
         let inv_world = 1.0 / comm.size() as f64;
         let grad_norm = timing.sum_of_squares.sqrt() * inv_world;
-        let scale = (inv_world * clip_factor(self.max_norm, grad_norm)) as f32;
+        let grad_scale = inv_world * clip_factor(self.max_norm, grad_norm);
         let mut ready: Vec<Option<Ready<B::InnerBackend>>> =
             (0..lens.len()).map(|_| None).collect();
         for (k, bucket) in buckets.iter().enumerate() {
-            let whole = spares[k].take().map(|spare| {
-                let mut values = self.buffers.take_reduced(k, spare);
-                scale_in_place(&mut values, scale);
-                values
-            });
+            let whole = spares[k]
+                .take()
+                .map(|spare| self.buffers.take_reduced(k, spare));
             match (whole, &bucket.params[..]) {
                 (Some(values), &[i]) if packing == Packing::Host => {
                     ready[i] = Some(Ready::Host(values));
@@ -228,7 +241,7 @@ impl GradSync {
                     let mut offset = 0;
                     for &i in params {
                         let mut values = std::mem::take(&mut hosts[i]);
-                        scale_into(&mut values, &reduced[offset..offset + lens[i]], scale);
+                        copy_into(&mut values, &reduced[offset..offset + lens[i]]);
                         ready[i] = Some(Ready::Host(values));
                         offset += lens[i];
                     }
@@ -240,13 +253,14 @@ impl GradSync {
             grad_norm,
             sync_seconds: started.elapsed().as_secs_f64(),
             comm_seconds: timing.blocked_seconds,
+            grad_scale,
         };
         Ok((self.unflatten::<B, M>(model, ready, shapes, device), stats))
     }
 
     /// One process has nothing to average: the norm's squares are summed where the gradients
-    /// are, one small copy brings them to the host, and clipping scales them there too. (A
-    /// round trip through host buffers would cost a GPU two copies of every gradient a step.)
+    /// are and one small copy brings them to the host. (A round trip through host buffers would
+    /// cost a GPU two copies of every gradient a step.)
     fn on_the_device<B: Backend>(
         &self,
         parts: Vec<Tensor<B, 1>>,
@@ -268,15 +282,7 @@ impl GradSync {
                 .sum::<f64>()
                 .sqrt(),
         };
-        let scale = clip_factor(self.max_norm, grad_norm);
-        let ready = parts
-            .into_iter()
-            .map(|p| match scale < 1.0 {
-                true => p.mul_scalar(scale as f32),
-                false => p,
-            })
-            .map(|p| Some(Ready::Device(p)))
-            .collect();
+        let ready = parts.into_iter().map(|p| Some(Ready::Device(p))).collect();
         Ok((ready, grad_norm))
     }
 
@@ -307,19 +313,13 @@ enum Ready<B: Backend> {
     Device(Tensor<B, 1>),
 }
 
-/// Chunks of this many values are scaled by one thread of the pool.
-const SCALE_CHUNK: usize = 1 << 16;
+/// Chunks of this many values are copied by one thread of the pool.
+const COPY_CHUNK: usize = 1 << 16;
 
-fn scale_in_place(values: &mut [f32], scale: f32) {
-    values
-        .par_chunks_mut(SCALE_CHUNK)
-        .for_each(|chunk| chunk.iter_mut().for_each(|v| *v *= scale));
-}
-
-fn scale_into(out: &mut [f32], src: &[f32], scale: f32) {
-    out.par_chunks_mut(SCALE_CHUNK)
-        .zip(src.par_chunks(SCALE_CHUNK))
-        .for_each(|(out, src)| out.iter_mut().zip(src).for_each(|(o, s)| *o = s * scale));
+fn copy_into(out: &mut [f32], src: &[f32]) {
+    out.par_chunks_mut(COPY_CHUNK)
+        .zip(src.par_chunks(COPY_CHUNK))
+        .for_each(|(out, src)| out.copy_from_slice(src));
 }
 
 struct Bucket {
@@ -329,13 +329,14 @@ struct Bucket {
 }
 
 /// Parameters, taken in `order`, fill a bucket until it would exceed `max_values`; a
-/// parameter larger than that gets a bucket of its own.
-fn plan_buckets(order: &[usize], lens: &[usize], max_values: usize) -> Vec<Bucket> {
+/// parameter of `alone` values or more gets a bucket of its own.
+fn plan_buckets(order: &[usize], lens: &[usize], max_values: usize, alone: usize) -> Vec<Bucket> {
     let mut buckets: Vec<Bucket> = Vec::new();
+    let shared = |n: usize| n < alone.max(1);
     for &i in order {
         let n = lens[i];
         match buckets.last_mut() {
-            Some(b) if b.len + n <= max_values.max(1) => {
+            Some(b) if shared(n) && shared(lens[b.params[0]]) && b.len + n <= max_values.max(1) => {
                 b.params.push(i);
                 b.len += n;
             }
@@ -500,5 +501,27 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
             false => cast(grad, param.val().dtype()),
         };
         self.grads.register::<B::InnerBackend, D>(id, grad);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_buckets;
+
+    #[test]
+    fn large_gradients_travel_alone_and_small_ones_share_buckets_up_to_the_limit() {
+        // In backward order: two small, one large, three small, one larger than a bucket.
+        let lens = [3, 4, 100, 5, 6, 7, 500];
+        let order: Vec<usize> = (0..lens.len()).collect();
+        let plan: Vec<Vec<usize>> = plan_buckets(&order, &lens, 12, 50)
+            .into_iter()
+            .map(|b| b.params)
+            .collect();
+        assert_eq!(plan, [vec![0, 1], vec![2], vec![3, 4], vec![5], vec![6]]);
+        // The threshold is inclusive; a shared bucket may grow past it, up to the bucket size.
+        let plan = plan_buckets(&order[..2], &lens, 12, 4);
+        assert_eq!(plan.len(), 2);
+        let plan = plan_buckets(&[0, 1, 3], &lens, 100, 10);
+        assert_eq!(plan.len(), 1);
     }
 }

@@ -7,6 +7,8 @@ use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimiz
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_model::fused::cast;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 /// AdamW as in `torch.optim.AdamW`: decoupled decay `w -= lr·wd·w`, bias-corrected moments,
 /// `eps` added outside the square root. Decay applies to matrices only: a rank-1 parameter is
@@ -17,6 +19,8 @@ pub struct AdamW {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
+    /// The factor the gradients of the next steps are taken times (see `set_grad_scale`).
+    grad_scale: Arc<AtomicU32>,
 }
 
 impl AdamW {
@@ -26,7 +30,20 @@ impl AdamW {
             beta2: config.beta2 as f32,
             eps: config.eps as f32,
             weight_decay: config.weight_decay as f32,
+            grad_scale: Arc::new(AtomicU32::new(1f32.to_bits())),
         }
+    }
+
+    /// The next steps take their gradients times `scale` (the replicated optimizer's 1/N and
+    /// clip factor), folded into the moments' constants: `m += (1−β₁)·s·g`, `v += (1−β₂)·s²·g²`.
+    /// The same update as scaling the gradients first, without a pass over them. Clones of this
+    /// optimizer (the one burn's adaptor holds) share the setting.
+    pub fn set_grad_scale(&self, scale: f32) {
+        self.grad_scale.store(scale.to_bits(), Ordering::Relaxed);
+    }
+
+    fn grad_scale(&self) -> f32 {
+        f32::from_bits(self.grad_scale.load(Ordering::Relaxed))
     }
 
     pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(self) -> OptimizerAdaptor<Self, M, B> {
@@ -82,6 +99,8 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
         let (b1, b2) = (self.beta1, self.beta2);
+        let scale = self.grad_scale();
+        let (k1, k2) = ((1.0 - b1) * scale, (1.0 - b2) * scale * scale);
         // The moments keep their dtype (bf16-pure: bf16, or f32 after a resume); the update
         // lands in the weight's. In f32 and mixed precision every cast below is a no-op.
         let weight_dtype = tensor.dtype();
@@ -92,17 +111,13 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         let momentum = match state {
             Some(AdamWState { momentum: m }) => AdaptiveMomentumState::new(
                 m.time + 1,
-                m.moment_1
-                    .mul_scalar(b1)
-                    .add(grad.clone().mul_scalar(1.0 - b1)),
-                m.moment_2
-                    .mul_scalar(b2)
-                    .add(grad.square().mul_scalar(1.0 - b2)),
+                m.moment_1.mul_scalar(b1).add(grad.clone().mul_scalar(k1)),
+                m.moment_2.mul_scalar(b2).add(grad.square().mul_scalar(k2)),
             ),
             None => AdaptiveMomentumState::new(
                 1,
-                grad.clone().mul_scalar(1.0 - b1),
-                grad.square().mul_scalar(1.0 - b2),
+                grad.clone().mul_scalar(k1),
+                grad.square().mul_scalar(k2),
             ),
         };
         let t = momentum.time as i32;

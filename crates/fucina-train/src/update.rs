@@ -36,8 +36,10 @@ enum Kind<B: AutodiffBackend, M: AutodiffModule<B>> {
     Replicated {
         sync: GradSync,
         optimizer: OptimizerAdaptor<AdamW, M, B>,
-        /// The averaged gradients between `sync` and `apply`.
-        grads: Option<GradientsParams>,
+        /// Shares its gradient scale with `optimizer`'s copy.
+        adamw: AdamW,
+        /// The summed gradients between `sync` and `apply`, with the factor to take them times.
+        grads: Option<(GradientsParams, f64)>,
         /// Mixed precision: the f32 weights the optimizer updates.
         master: Option<M>,
     },
@@ -62,7 +64,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
             }
             Kind::Replicated {
                 sync,
-                optimizer: adamw.init::<B, M>(),
+                optimizer: adamw.clone().init::<B, M>(),
+                adamw,
                 grads: None,
                 master: None,
             }
@@ -124,8 +127,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
     ) -> Result<SyncStats> {
         match &mut self.kind {
             Kind::Replicated { sync, grads, .. } => {
-                let (averaged, stats) = sync.run(model, step_grads, comm)?;
-                *grads = Some(averaged);
+                let (summed, stats) = sync.run(model, step_grads, comm)?;
+                *grads = Some((summed, stats.grad_scale));
                 Ok(stats)
             }
             Kind::Sharded(zero) => zero.sync(model, step_grads, comm),
@@ -170,13 +173,15 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         match &mut self.kind {
             Kind::Replicated {
                 optimizer,
+                adamw,
                 grads,
                 master,
                 ..
             } => {
-                let grads = grads
+                let (grads, scale) = grads
                     .take()
                     .context("an optimizer step without synchronised gradients")?;
+                adamw.set_grad_scale(scale as f32);
                 match master.take() {
                     None => Ok(optimizer.step(lr, model, grads)),
                     Some(weights) => {
@@ -278,8 +283,8 @@ impl<B: AutodiffBackend> Updater<B, Llama<B>> {
     ) -> Result<SyncStats> {
         match &mut self.kind {
             Kind::Replicated { sync, grads, .. } => {
-                let (averaged, stats) = sync.run_staged(model, stages, earlier, comm)?;
-                *grads = Some(averaged);
+                let (summed, stats) = sync.run_staged(model, stages, earlier, comm)?;
+                *grads = Some((summed, stats.grad_scale));
                 Ok(stats)
             }
             Kind::Sharded(_) => bail!("the sharded optimizer does not overlap its backward"),

@@ -206,6 +206,8 @@ impl ZeroAdamW {
             grad_norm,
             sync_seconds: started.elapsed().as_secs_f64(),
             comm_seconds,
+            // Scaled above: the host update reads them as they are.
+            grad_scale: 1.0,
         })
     }
 

@@ -42,6 +42,17 @@ fn reference_adamw(w0: f64, grads: &[f64], lr: f64, decay: f64) -> f64 {
 
 #[test]
 fn adamw_matches_pytorch_formula_and_skips_decay_on_vectors() {
+    adamw_case([1.0; 3]);
+}
+
+/// The gradient scale (1/N and the clip) folded into the moments' constants: the same update
+/// as the reference taking the scaled gradients.
+#[test]
+fn a_gradient_scale_is_the_update_of_the_scaled_gradients() {
+    adamw_case([0.5, 0.03, 2.0]);
+}
+
+fn adamw_case(scales: [f32; 3]) {
     let device = Default::default();
     let config = run_config(&["train.weight_decay=0.1"]);
     let w_matrix = [[0.5f32, -1.0], [2.0, 0.25]];
@@ -50,7 +61,8 @@ fn adamw_matches_pytorch_formula_and_skips_decay_on_vectors() {
         matrix: Param::from_tensor(Tensor::from_data(w_matrix, &device)),
         vector: Param::from_tensor(Tensor::from_data(w_vector, &device)),
     };
-    let mut optim = AdamW::new(&config.train).init::<AD, Pair<AD>>();
+    let adamw = AdamW::new(&config.train);
+    let mut optim = adamw.clone().init::<AD, Pair<AD>>();
     // loss = Σ c·w with coefficients changing per step: the gradient of each weight is c.
     let coefficients = [
         [0.3f32, -0.2, 0.1, 0.7, 0.5, -0.4],
@@ -58,7 +70,8 @@ fn adamw_matches_pytorch_formula_and_skips_decay_on_vectors() {
         [0.2, 0.2, -0.5, 0.1, -0.2, 0.3],
     ];
     let lr = 0.01;
-    for c in coefficients {
+    for (c, scale) in coefficients.iter().zip(scales) {
+        adamw.set_grad_scale(scale);
         let cm = Tensor::<AD, 2>::from_data([[c[0], c[1]], [c[2], c[3]]], &device);
         let cv = Tensor::<AD, 1>::from_data([c[4], c[5]], &device);
         let loss = (model.matrix.val() * cm).sum() + (model.vector.val() * cv).sum();
@@ -74,7 +87,11 @@ fn adamw_matches_pytorch_formula_and_skips_decay_on_vectors() {
         .copied()
         .collect();
     for (i, got) in got_m.iter().chain(got_v.iter()).enumerate() {
-        let grads: Vec<f64> = coefficients.iter().map(|c| c[i] as f64).collect();
+        let grads: Vec<f64> = coefficients
+            .iter()
+            .zip(scales)
+            .map(|(c, s)| c[i] as f64 * s as f64)
+            .collect();
         let decay = if i < 4 { 0.1 } else { 0.0 };
         let expected = reference_adamw(initial[i] as f64, &grads, lr, decay);
         assert!(
@@ -161,7 +178,9 @@ fn clip_case(max_norm: f64) -> (Vec<f32>, f64) {
         .unwrap();
     let mut all: Vec<f32> = gm.into_data().into_vec().unwrap();
     all.extend(gv.into_data().into_vec::<f32>().unwrap());
-    (all, stats.grad_norm)
+    // What the optimizer takes: the gradients times the clip factor.
+    let scale = stats.grad_scale as f32;
+    (all.iter().map(|g| g * scale).collect(), stats.grad_norm)
 }
 
 #[test]
