@@ -159,15 +159,7 @@ impl GradSync {
         // DDP's do, so that the first bucket is the first one complete.
         let order: Vec<usize> = (0..lens.len()).rev().collect();
         let max_values = self.bucket_bytes / 4;
-        // A gradient sent from its own memory needs neither the copy into a shared bucket nor
-        // the copy back out. Host packing: from 1 MiB up a message's latency is lost in its
-        // transfer time. Device packing: from 4 MiB up a transfer's fixed cost (a launch and a
-        // synchronisation, ~10-20 µs) is under a tenth of its time over PCIe.
-        let alone = max_values.min(match self.packing {
-            Packing::Host => 1 << 18,
-            Packing::Device => 1 << 20,
-        });
-        let buckets = plan_buckets(&order, &lens, max_values, alone);
+        let buckets = plan_buckets(&order, &lens, max_values, alone(self.packing, max_values));
         let sizes: Vec<usize> = buckets.iter().map(|b| b.len).collect();
 
         // Memory a fill swapped out of a bucket: it replaces the reduced values taken out.
@@ -326,6 +318,26 @@ struct Bucket {
     /// Indices into the parameters, in the order the bucket holds them.
     params: Vec<usize>,
     len: usize,
+}
+
+/// The smallest gradient that is a bucket of its own. A gradient sent from its own memory needs
+/// neither the copy into a shared bucket nor the copy back out. Host packing: from 1 MiB up a
+/// message's latency is lost in its transfer time. Device packing: from 4 MiB up a transfer's
+/// fixed cost (a launch and a synchronisation, ~10-20 µs) is under a tenth of its time over PCIe.
+fn alone(packing: Packing, max_values: usize) -> usize {
+    max_values.min(match packing {
+        Packing::Host => 1 << 18,
+        Packing::Device => 1 << 20,
+    })
+}
+
+/// The sizes (values) of the buckets `GradSync` makes of gradients of `lens`, in that order.
+pub(crate) fn bucket_sizes(lens: &[usize], max_values: usize, packing: Packing) -> Vec<usize> {
+    let order: Vec<usize> = (0..lens.len()).collect();
+    plan_buckets(&order, lens, max_values, alone(packing, max_values))
+        .into_iter()
+        .map(|b| b.len)
+        .collect()
 }
 
 /// Parameters, taken in `order`, fill a bucket until it would exceed `max_values`; a

@@ -57,16 +57,10 @@ pub fn backward_order_sizes(config: &LlamaConfig) -> Vec<usize> {
     sizes
 }
 
-/// Bucket sizes (values) for tensors of `sizes`, filled in order up to `max_values` each.
+/// Bucket sizes (values) for tensors of `sizes` taken in order, as `GradSync` plans them on a
+/// GPU (packed on the device).
 pub fn plan(sizes: &[usize], max_values: usize) -> Vec<usize> {
-    let mut buckets: Vec<usize> = Vec::new();
-    for &n in sizes {
-        match buckets.last_mut() {
-            Some(b) if *b + n <= max_values.max(1) => *b += n,
-            _ => buckets.push(n),
-        }
-    }
-    buckets
+    crate::grads::bucket_sizes(sizes, max_values, crate::grads::Packing::Device)
 }
 
 /// One scale's projection.
@@ -75,10 +69,11 @@ pub struct Projected {
     pub gpus: usize,
     /// All buckets one after another.
     pub comm_seconds: f64,
-    /// Exposed when every bucket is reduced after the backward (this version).
+    /// Exposed when every bucket is reduced after the backward (`[dist] overlap = false`).
     pub exposed_after: f64,
     /// Exposed when each bucket starts as its last gradient exists during the backward, the
-    /// backward taking `backward_share` of the compute (DDP, torchtitan, llm.c).
+    /// backward taking `backward_share` of the compute (the default, as DDP, torchtitan and
+    /// llm.c do).
     pub exposed_overlapped: f64,
 }
 
@@ -191,7 +186,7 @@ pub fn print(
             p.exposed_overlapped * 100.0
         );
     }
-    println!("this version reduces after the backward (first column); the second is what overlapping the backward, as DDP does, would leave");
+    println!("first column: [dist] overlap = false (reduce after the backward); second: the default overlap, each bucket reduced as the backward completes it");
     Ok(())
 }
 
