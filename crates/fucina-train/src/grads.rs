@@ -5,7 +5,7 @@
 //! process has nothing to sum and keeps them on the device.
 
 use anyhow::{anyhow, Result};
-use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -96,6 +96,7 @@ impl GradSync {
     ) -> Result<(GradientsParams, SyncStats)> {
         let started = Instant::now();
         let shapes = trainable_shapes::<B, _>(model);
+        let lens: Vec<usize> = shapes.iter().map(|(_, d)| d.iter().product()).collect();
         let device = model.embed_tokens.weight.val().inner().device();
         let stage_of = Stages::stage_of(model);
         let mut earlier: Vec<Option<Tensor<B::InnerBackend, 1>>> = match earlier {
@@ -106,7 +107,7 @@ impl GradSync {
                 .collect(),
             None => Vec::new(),
         };
-        let mut done: Vec<Option<Tensor<B::InnerBackend, 1>>> = vec![None; shapes.len()];
+        let mut done: Vec<Option<Tensor<B::InnerBackend, 1>>> = vec![None; lens.len()];
         let (mut stages_run, mut backward_seconds) = (0, 0.0);
         let mut take = |i: usize| {
             while stages_run <= stage_of[i] {
@@ -116,18 +117,17 @@ impl GradSync {
                 stages_run += 1;
                 backward_seconds += t.elapsed().as_secs_f64();
             }
-            let n: usize = shapes[i].1.iter().product();
             let grad = done[i]
                 .take()
-                .unwrap_or_else(|| Tensor::zeros([n], &device));
+                .unwrap_or_else(|| Tensor::zeros([lens[i]], &device));
             match earlier.get_mut(i).and_then(Option::take) {
                 Some(e) => e + grad,
                 None => grad,
             }
         };
-        let (shapes, device) = (shapes.clone(), device.clone());
+        let upload = device.clone();
         let (grads, mut stats) =
-            self.reduce::<B, _>(model, shapes, device, &mut take, comm, started)?;
+            self.reduce::<B, _>(model, shapes, upload, &mut take, comm, started)?;
         stats.sync_seconds -= backward_seconds;
         Ok((grads, stats))
     }
@@ -395,9 +395,9 @@ pub(crate) fn flatten<B: AutodiffBackend, M: AutodiffModule<B>>(
     }
 }
 
-/// The ids and shapes of `model`'s trainable parameters, in visit order.
-fn trainable_shapes<B: AutodiffBackend, M: AutodiffModule<B>>(
-    model: &M,
+/// The ids and shapes of `module`'s trainable parameters, in visit order.
+pub(crate) fn trainable_shapes<B: AutodiffBackend, M: Module<B>>(
+    module: &M,
 ) -> Vec<(ParamId, Vec<usize>)> {
     struct Shapes(Vec<(ParamId, Vec<usize>)>);
     impl<B: AutodiffBackend> ModuleVisitor<B> for Shapes {
@@ -409,7 +409,7 @@ fn trainable_shapes<B: AutodiffBackend, M: AutodiffModule<B>>(
         }
     }
     let mut shapes = Shapes(Vec::new());
-    model.visit(&mut shapes);
+    module.visit(&mut shapes);
     shapes.0
 }
 

@@ -12,10 +12,11 @@
 
 use crate::checkpointing::add_grads;
 use crate::config::Checkpointing;
+use crate::grads::trainable_shapes;
 use crate::loss::tokens_to_tensor;
 use crate::precision::widen_grads;
 use crate::threads::{split_rows, Memory, PartLoss};
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, Module, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -223,16 +224,9 @@ impl<B: AutodiffBackend> Part<B> {
 }
 
 /// The ids of `module`'s trainable parameters, in visit order.
-pub(crate) fn trainable_ids<B: AutodiffBackend, M: Module<B>>(module: &M) -> Vec<ParamId> {
-    struct Ids(Vec<ParamId>);
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Ids {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if param.val().is_require_grad() {
-                self.0.push(param.id);
-            }
-        }
-    }
-    let mut ids = Ids(Vec::new());
-    module.visit(&mut ids);
-    ids.0
+fn trainable_ids<B: AutodiffBackend, M: Module<B>>(module: &M) -> Vec<ParamId> {
+    trainable_shapes(module)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
 }

@@ -5,7 +5,9 @@
 //! Reduce-scatter plus all-gather move the bytes of one all-reduce; the moments take 1/N.
 
 use crate::flat_moments::FlatMoments;
-use crate::grads::{clip_factor, download, flatten, sum_of_squares, FlatGrads, SyncStats};
+use crate::grads::{
+    clip_factor, download, flatten, sum_of_squares, trainable_shapes, FlatGrads, SyncStats,
+};
 use crate::optim::{AdamW, HostSlices};
 use anyhow::{bail, ensure, Result};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
@@ -24,18 +26,12 @@ pub struct Layout(pub Vec<Vec<usize>>);
 
 impl Layout {
     pub fn of<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> Self {
-        struct Shapes(Vec<Vec<usize>>);
-        impl<B: AutodiffBackend> ModuleVisitor<B> for Shapes {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                let value = param.val();
-                if value.is_require_grad() {
-                    self.0.push(value.dims().to_vec());
-                }
-            }
-        }
-        let mut shapes = Shapes(Vec::new());
-        model.visit(&mut shapes);
-        Layout(shapes.0)
+        Layout(
+            trainable_shapes(model)
+                .into_iter()
+                .map(|(_, d)| d)
+                .collect(),
+        )
     }
 
     /// Values in the flat vector.

@@ -124,10 +124,7 @@ fn poisoned_gradients(
     memory: Memory,
     poison: bool,
 ) -> (f64, GradientsParams) {
-    let scale = match &batch.mask {
-        Some(mask) => 1.0 / mask.iter().map(|&m| m as f64).sum::<f64>(),
-        None => 1.0,
-    };
+    let scale = scale_of(batch);
     let mut acc = GradientsAccumulator::new();
     let device = Default::default();
     let split = (ROWS, parts, false);
@@ -145,10 +142,7 @@ fn staged_gradients(
     parts: usize,
     memory: Memory,
 ) -> (f64, GradientsParams) {
-    let scale = match &batch.mask {
-        Some(mask) => 1.0 / mask.iter().map(|&m| m as f64).sum::<f64>(),
-        None => 1.0,
-    };
+    let scale = scale_of(batch);
     let device = Default::default();
     let split = (ROWS, parts, false);
     let (loss, mut stages) = Stages::forward(model, batch, split, scale, 2, false, memory, &device);
@@ -184,6 +178,14 @@ fn staged_gradients(
         );
     }
     (loss, acc.grads())
+}
+
+/// The masked loss's normalisation: one over the masked-in targets.
+fn scale_of(batch: &Batch) -> f64 {
+    match &batch.mask {
+        Some(mask) => 1.0 / mask.iter().map(|&m| m as f64).sum::<f64>(),
+        None => 1.0,
+    }
 }
 
 /// For each parameter: (has a gradient on each side, max |a − b| / max |b|).
