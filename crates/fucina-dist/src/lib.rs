@@ -2,14 +2,18 @@
 //! whatever it needs to share into `f32` or byte buffers and hands them over.
 
 mod buckets;
+mod by_address;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
 mod mpirun;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod placement;
 mod single;
 mod squares;
 
 pub use buckets::Buckets;
+pub use by_address::{AddressCollectives, Span};
 #[cfg(feature = "mpi")]
 pub use mpi_comm::MpiComm;
 pub use mpirun::mpirun_command;
@@ -39,6 +43,13 @@ pub struct BucketTiming {
     /// Σx² of the reduced values of every bucket (the global norm's square), computed as
     /// each bucket lands while later ones are still being filled or reduced.
     pub sum_of_squares: f64,
+}
+
+/// The GPU programming interfaces whose memory an MPI may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuApi {
+    Cuda,
+    Rocm,
 }
 
 /// The collectives the trainer needs. Every rank must call them in the same order.
@@ -76,6 +87,17 @@ pub trait Communicator {
     /// Ends every rank of the job: the way out when one rank fails and the others would wait
     /// forever in the next collective.
     fn abort(&self, code: i32) -> !;
+
+    /// The same communicator's collectives on memory by address (`mpi-device`), where its MPI
+    /// allows them from a communication thread.
+    fn by_address(&self) -> Option<&dyn AddressCollectives> {
+        None
+    }
+
+    /// Whether this MPI takes `api`'s device memory, if it can say.
+    fn device_memory_support(&self, _api: GpuApi) -> Option<bool> {
+        None
+    }
 
     fn is_root(&self) -> bool {
         self.rank() == 0

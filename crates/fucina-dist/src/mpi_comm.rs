@@ -1,13 +1,17 @@
 //! The communicator over MPI (rsmpi): Open MPI, MPICH, Cray MPICH, ParaStation MPI.
 
-use crate::{sum_of_squares, BucketTiming, Buckets, Communicator};
+use crate::{
+    sum_of_squares, AddressCollectives, BucketTiming, Buckets, Communicator, GpuApi, Span,
+};
 use anyhow::{anyhow, bail, ensure, Result};
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
+use mpi::raw::AsRaw;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::Communicator as _;
 use mpi::traits::*;
 use mpi::Threading;
+use std::ffi::{c_int, c_void, CStr};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -159,6 +163,99 @@ impl Communicator for MpiComm {
     fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
     }
+
+    fn by_address(&self) -> Option<&dyn AddressCollectives> {
+        (self.threading >= Threading::Serialized).then_some(self as &dyn AddressCollectives)
+    }
+
+    fn device_memory_support(&self, api: GpuApi) -> Option<bool> {
+        // Open MPI (mpi-ext.h) and MPICH 4 answer at run time; an MPI without the query (Cray
+        // MPICH: MPICH_GPU_SUPPORT_ENABLED and the GTL library decide) leaves it to the user.
+        let names: &[&CStr] = match api {
+            GpuApi::Cuda => &[c"MPIX_Query_cuda_support"],
+            GpuApi::Rocm => &[c"MPIX_Query_rocm_support", c"MPIX_Query_hip_support"],
+        };
+        let this = libloading::os::unix::Library::this();
+        names.iter().find_map(|name| {
+            // SAFETY: both queries take nothing and return an int, and MPI is initialised.
+            let query = unsafe { this.get::<unsafe extern "C" fn() -> c_int>(*name) }.ok()?;
+            Some(unsafe { query() } == 1)
+        })
+    }
+}
+
+impl AddressCollectives for MpiComm {
+    fn name(&self) -> &'static str {
+        "mpi-device"
+    }
+
+    unsafe fn all_reduce_sum_spans(
+        &self,
+        count: usize,
+        host_squares: bool,
+        thread_init: &(dyn Fn() + Sync),
+        fill: &mut dyn FnMut(usize) -> Span,
+    ) -> Result<BucketTiming> {
+        let lent = Lent(&self.buckets);
+        let (result, blocked) = std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<Span>();
+            let worker = scope.spawn(move || -> Result<f64> {
+                thread_init();
+                let comm = lent.comm().as_raw();
+                let mut squares = 0.0;
+                for span in rx {
+                    // SAFETY: the caller keeps both spans valid until this function returns,
+                    // which joins this thread first, and says when they are host memory.
+                    unsafe {
+                        all_reduce_span(span, comm)?;
+                        if host_squares && span.len > 0 {
+                            let recv =
+                                std::slice::from_raw_parts(span.recv as *const f32, span.len);
+                            squares += sum_of_squares(recv);
+                        }
+                    }
+                }
+                Ok(squares)
+            });
+            for k in 0..count {
+                // The worker only stops early on an error, which the join reports.
+                let _ = tx.send(fill(k));
+            }
+            drop(tx);
+            let waited = Instant::now();
+            let result = worker.join();
+            (result, waited.elapsed().as_secs_f64())
+        });
+        let squares = result.map_err(|_| anyhow!("the communication thread panicked"))??;
+        Ok(BucketTiming {
+            blocked_seconds: blocked,
+            sum_of_squares: squares,
+        })
+    }
+}
+
+/// `MPI_Allreduce(sum)` of a span, in pieces MPI's int counts can hold. rsmpi takes slices,
+/// which device memory cannot be: the C call takes the addresses as they are.
+unsafe fn all_reduce_span(span: Span, comm: mpi::ffi::MPI_Comm) -> Result<()> {
+    let mut done = 0;
+    while done < span.len {
+        let n = (span.len - done).min(MAX_COUNT);
+        let offset = (done * std::mem::size_of::<f32>()) as u64;
+        let code = mpi::ffi::MPI_Allreduce(
+            (span.send + offset) as *const c_void,
+            (span.recv + offset) as *mut c_void,
+            n as c_int,
+            mpi::ffi::RSMPI_FLOAT,
+            mpi::ffi::RSMPI_SUM,
+            comm,
+        );
+        ensure!(
+            code == 0,
+            "MPI_Allreduce of {n} values by address: error {code}"
+        );
+        done += n;
+    }
+    Ok(())
 }
 
 /// The buckets' communicator, lent to the communication thread.

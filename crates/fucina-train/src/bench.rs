@@ -4,7 +4,7 @@
 use crate::backend::{dispatch, BackendKind, BackendTask};
 use crate::grads::GradSync;
 use crate::metrics::{read_events, Event, METRICS_FILE};
-use crate::transport::{resolve, Transport};
+use crate::transport::{check, resolve, Probe, Transport};
 use crate::{RunConfig, TrainOptions};
 use anyhow::{bail, Context, Result};
 use burn::module::Param;
@@ -234,6 +234,7 @@ struct AllReduceBench<'a> {
     bucket_mb: f64,
     iters: usize,
     transports: Vec<Transport>,
+    backend: BackendKind,
     comm: &'a dyn Communicator,
 }
 
@@ -250,19 +251,24 @@ pub fn allreduce(
     if iters == 0 || sizes_m.iter().any(|&s| s.is_nan() || s <= 0.0) {
         bail!("--iters and every size must be positive");
     }
-    let transports = transports
-        .iter()
-        .map(|&t| Ok(resolve(t, backend)?.0))
-        .collect::<Result<Vec<_>>>()?;
     if transports.is_empty() {
         bail!("--transport names none");
     }
+    for &t in transports {
+        check(t, backend)?;
+    }
     let comm = fucina_dist::init()?;
+    let probe = Probe::of(backend, comm.as_ref())?;
+    let transports = transports
+        .iter()
+        .map(|&t| Ok(resolve(t, backend, &probe)?.0))
+        .collect::<Result<Vec<_>>>()?;
     let task = AllReduceBench {
         sizes_m,
         bucket_mb,
         iters,
         transports,
+        backend,
         comm: comm.as_ref(),
     };
     dispatch(backend, 0, task)?
@@ -313,7 +319,8 @@ impl BackendTask for AllReduceBench<'_> {
                 .iter()
                 .map(|t| {
                     let mut sync = GradSync::new(1.0, (self.bucket_mb * 1e6) as usize);
-                    sync.packing = t.packing(BackendKind::Cpu);
+                    sync.packing = t.packing(self.backend);
+                    sync.nccl = *t == Transport::Nccl;
                     sync
                 })
                 .collect();

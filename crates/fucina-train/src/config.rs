@@ -337,7 +337,7 @@ impl RunConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        crate::transport::resolve(self.dist.transport, self.backend)?;
+        crate::transport::check(self.dist.transport, self.backend)?;
         if let Some(lora) = &self.lora {
             lora.validate()?;
             // A recomputed block would draw a different dropout mask than its first forward.

@@ -11,11 +11,12 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 pub(crate) use fucina_dist::sum_of_squares;
-use fucina_dist::{Buckets, Communicator};
+use fucina_dist::{AddressCollectives, Buckets, Communicator, Span};
 use fucina_model::fused::cast;
 use rayon::prelude::*;
 use std::time::Instant;
 
+use crate::device_memory::Held;
 use crate::stages::Stages;
 use fucina_model::Llama;
 
@@ -42,6 +43,9 @@ pub enum Packing {
     /// One concatenation per bucket on the device, then one copy of the bucket (GPU backends:
     /// a transfer per gradient would pay a launch and a synchronisation each).
     Device,
+    /// One concatenation per bucket on the device, whose memory the transport takes by
+    /// address (`mpi-device`, `nccl`): no copy at all on a GPU.
+    Address,
 }
 
 /// The gradient synchronisation of a run, with the host buffers it reuses from step to step.
@@ -53,7 +57,13 @@ pub struct GradSync {
     /// parameter's own dtype.
     pub f32_grads: bool,
     pub packing: Packing,
+    /// With `Packing::Address`: NCCL rather than the MPI communicator.
+    pub nccl: bool,
     buffers: Buckets,
+    /// Host memory the address path reuses for its received buckets (CPU backends).
+    spares: Vec<Option<Vec<f32>>>,
+    #[cfg(feature = "cuda")]
+    nccl_comm: Option<fucina_dist::nccl::NcclComm>,
 }
 
 impl GradSync {
@@ -63,7 +73,11 @@ impl GradSync {
             bucket_bytes,
             f32_grads: false,
             packing: Packing::Host,
+            nccl: false,
             buffers: Buckets::default(),
+            spares: Vec::new(),
+            #[cfg(feature = "cuda")]
+            nccl_comm: None,
         }
     }
 
@@ -161,6 +175,10 @@ impl GradSync {
         let max_values = self.bucket_bytes / 4;
         let buckets = plan_buckets(&order, &lens, max_values, alone(self.packing, max_values));
         let sizes: Vec<usize> = buckets.iter().map(|b| b.len).collect();
+        if self.packing == Packing::Address {
+            return self
+                .reduce_by_address::<B, M>(model, shapes, buckets, device, take, comm, started);
+        }
 
         // Memory a fill swapped out of a bucket: it replaces the reduced values taken out.
         let mut spares: Vec<Option<Vec<f32>>> = vec![None; buckets.len()];
@@ -179,6 +197,7 @@ impl GradSync {
                 }
                 (Packing::Host, &[i]) => Some(take(i)),
                 (Packing::Host, _) => None,
+                (Packing::Address, _) => unreachable!("reduced by reduce_by_address"),
             };
             let result = match whole {
                 Some(part) => {
@@ -250,6 +269,125 @@ impl GradSync {
         Ok((self.unflatten::<B, M>(model, ready, shapes, device), stats))
     }
 
+    /// `reduce` for the transports that take the buckets' memory by address: the buckets are
+    /// flattened where the gradients are, summed there by GPU-aware MPI or NCCL, and the norm
+    /// is taken there too; one small copy brings it to the host.
+    #[allow(clippy::too_many_arguments)]
+    fn reduce_by_address<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+        shapes: Vec<(ParamId, Vec<usize>)>,
+        buckets: Vec<Bucket>,
+        device: burn::tensor::Device<B::InnerBackend>,
+        take: &mut dyn FnMut(usize) -> Tensor<B::InnerBackend, 1>,
+        comm: &dyn Communicator,
+        started: Instant,
+    ) -> Result<(GradientsParams, SyncStats)> {
+        let ordinal = crate::device_memory::cuda_ordinal::<B::InnerBackend>(&device);
+        #[cfg(feature = "cuda")]
+        let collectives = address_collectives(self.nccl, &mut self.nccl_comm, comm, ordinal)?;
+        #[cfg(not(feature = "cuda"))]
+        let collectives = {
+            let _ = ordinal;
+            address_collectives(self.nccl, comm)?
+        };
+        // A GPU-aware MPI may need the GPU's context current on its calling thread (UCX does).
+        let thread_init = move || {
+            #[cfg(feature = "cuda")]
+            if let Some(ordinal) = ordinal {
+                let _ = fucina_dist::nccl::bind_device(ordinal);
+            }
+        };
+        let mut spares = std::mem::take(&mut self.spares);
+        spares.resize_with(buckets.len(), || None);
+        // Each bucket's (send, receive) memory.
+        let mut held: Vec<[Held<B::InnerBackend>; 2]> = Vec::new();
+        let rank = comm.rank();
+        let mut fill = |k: usize| {
+            let bucket: &Bucket = &buckets[k];
+            let flat = match &bucket.params[..] {
+                &[i] => cast(take(i), DType::F32),
+                params => Tensor::cat(
+                    params.iter().map(|&i| cast(take(i), DType::F32)).collect(),
+                    0,
+                ),
+            };
+            let pair = Held::send(flat).and_then(|send| {
+                let recv = send.recv_like(bucket.len, spares[k].take())?;
+                Ok((send, recv))
+            });
+            match pair {
+                Ok((send, recv)) => {
+                    let span = Span {
+                        send: send.address,
+                        recv: recv.address,
+                        len: bucket.len,
+                    };
+                    held.push([send, recv]);
+                    span
+                }
+                // The other ranks are inside this reduction already: only ending the job
+                // releases them.
+                Err(e) => {
+                    eprintln!("rank {rank}: gradient bucket {k} could not be handed over: {e:#}");
+                    fucina_dist::abort_job(1)
+                }
+            }
+        };
+        let on_host = crate::device_memory::on_host::<B::InnerBackend>(&device);
+        // SAFETY: `held` keeps every span's memory until the reductions have returned, and
+        // the CPU backends' memory is host memory.
+        let timing = unsafe {
+            collectives.all_reduce_sum_spans(buckets.len(), on_host, &thread_init, &mut fill)?
+        };
+
+        let mut sums: Vec<Tensor<B::InnerBackend, 1>> = Vec::new();
+        for (k, [send, recv]) in held.into_iter().enumerate() {
+            spares[k] = send.into_host();
+            sums.push(recv.into_tensor(&device));
+        }
+        self.spares = spares;
+        // On a device: each bucket's Σx² there, then one small download, summed in f64 here.
+        let squares: Vec<Tensor<B::InnerBackend, 1>> = match on_host {
+            true => Vec::new(),
+            false => sums
+                .iter()
+                .map(|t| t.clone().powi_scalar(2).sum())
+                .collect(),
+        };
+        let sum_of_squares = match squares.is_empty() {
+            true => timing.sum_of_squares,
+            false => download(Tensor::cat(squares, 0))?
+                .iter()
+                .map(|&x| x as f64)
+                .sum::<f64>(),
+        };
+        let inv_world = 1.0 / comm.size() as f64;
+        let grad_norm = sum_of_squares.sqrt() * inv_world;
+        let grad_scale = inv_world * clip_factor(self.max_norm, grad_norm);
+        let lens: Vec<usize> = shapes.iter().map(|(_, d)| d.iter().product()).collect();
+        let mut ready: Vec<Option<Ready<B::InnerBackend>>> =
+            (0..lens.len()).map(|_| None).collect();
+        for (bucket, sum) in buckets.iter().zip(sums) {
+            let mut offset = 0;
+            for &i in &bucket.params {
+                let part = match bucket.params.len() {
+                    1 => sum.clone(),
+                    _ => sum.clone().slice(offset..offset + lens[i]),
+                };
+                ready[i] = Some(Ready::Device(part));
+                offset += lens[i];
+            }
+        }
+        let stats = SyncStats {
+            grad_norm,
+            sync_seconds: started.elapsed().as_secs_f64(),
+            comm_seconds: timing.blocked_seconds,
+            grad_scale,
+        };
+        Ok((self.unflatten::<B, M>(model, ready, shapes, device), stats))
+    }
+
     /// One process has nothing to average: the norm's squares are summed where the gradients
     /// are and one small copy brings them to the host. (A round trip through host buffers would
     /// cost a GPU two copies of every gradient a step.)
@@ -299,6 +437,45 @@ impl GradSync {
     }
 }
 
+/// The transport the address path reduces with: NCCL (made on first use, a collective of every
+/// rank) or the MPI communicator's own.
+#[cfg(feature = "cuda")]
+fn address_collectives<'a>(
+    nccl: bool,
+    nccl_comm: &'a mut Option<fucina_dist::nccl::NcclComm>,
+    comm: &'a dyn Communicator,
+    ordinal: Option<usize>,
+) -> Result<&'a dyn AddressCollectives> {
+    if !nccl {
+        return mpi_by_address(comm);
+    }
+    if nccl_comm.is_none() {
+        let ordinal =
+            ordinal.ok_or_else(|| anyhow!("dist.transport = \"nccl\" needs the cuda backend"))?;
+        *nccl_comm = Some(fucina_dist::nccl::NcclComm::new(comm, ordinal)?);
+    }
+    Ok(nccl_comm.as_ref().expect("made above"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn address_collectives(nccl: bool, comm: &dyn Communicator) -> Result<&dyn AddressCollectives> {
+    match nccl {
+        true => Err(anyhow!(
+            "this fucina was built without cuda, which nccl needs"
+        )),
+        false => mpi_by_address(comm),
+    }
+}
+
+fn mpi_by_address(comm: &dyn Communicator) -> Result<&dyn AddressCollectives> {
+    comm.by_address().ok_or_else(|| {
+        anyhow!(
+            "dist.transport = \"mpi-device\" reduces on a communication thread, which needs \
+             MPI_THREAD_SERIALIZED, and this MPI offers less: use \"mpi-host\""
+        )
+    })
+}
+
 /// An averaged gradient on its way back to burn.
 enum Ready<B: Backend> {
     Host(Vec<f32>),
@@ -327,7 +504,7 @@ struct Bucket {
 fn alone(packing: Packing, max_values: usize) -> usize {
     max_values.min(match packing {
         Packing::Host => 1 << 18,
-        Packing::Device => 1 << 20,
+        Packing::Device | Packing::Address => 1 << 20,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod consistency;
 mod cpu_peak;
 pub mod data;
+mod device_memory;
 pub mod doctor;
 pub mod export;
 pub mod flat_moments;

@@ -242,9 +242,8 @@ fn run<B: AutodiffBackend>(
     let loader = Loader::new(train, spec)?;
 
     let mut model = initial_model::<B>(config, &model_config, comm, device)?;
-    let mut updater = Updater::<B, Llama<B>>::new(config, &model, comm);
-    if comm.is_root() && comm.size() > 1 {
-        let (transport, why) = crate::transport::resolve(config.dist.transport, config.backend)?;
+    let mut updater = Updater::<B, Llama<B>>::new(config, &model, comm)?;
+    if let (true, Some((transport, why))) = (comm.is_root(), updater.transport()) {
         eprintln!("gradient transport: {} ({why})", transport.name());
     }
     let mut state = TrainState {

@@ -14,7 +14,7 @@ use crate::grads::{GradSync, SyncStats};
 use crate::optim::AdamW;
 use crate::precision::{cast_frozen, cast_params};
 use crate::stages::Stages;
-use crate::transport::resolve;
+use crate::transport::{resolve, Probe, Transport};
 use crate::zero::{Layout, ZeroAdamW};
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
@@ -30,6 +30,8 @@ pub struct Updater<B: AutodiffBackend, M: AutodiffModule<B>> {
     precision: Precision,
     /// `[dist] overlap`.
     overlap: bool,
+    /// The gradient transport chosen, and why (several ranks, replicated optimizer).
+    transport: Option<(Transport, String)>,
 }
 
 enum Kind<B: AutodiffBackend, M: AutodiffModule<B>> {
@@ -47,10 +49,12 @@ enum Kind<B: AutodiffBackend, M: AutodiffModule<B>> {
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
-    pub fn new(config: &RunConfig, model: &M, comm: &dyn Communicator) -> Self {
+    /// A collective when several ranks replicate the optimizer: they agree on the transport.
+    pub fn new(config: &RunConfig, model: &M, comm: &dyn Communicator) -> Result<Self> {
         let adamw = AdamW::new(&config.train);
         let max_norm = config.train.grad_clip;
         let masters = config.precision.keeps_masters();
+        let mut transport = None;
         let kind = if config.dist.shard_optimizer {
             let layout = Layout::of::<B, M>(model);
             let ranks = (comm.rank(), comm.size());
@@ -58,9 +62,12 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         } else {
             let mut sync = GradSync::new(max_norm, config.dist.bucket_bytes());
             sync.f32_grads = masters;
-            // validate() has resolved it once already: it cannot fail here.
-            if let Ok((transport, _)) = resolve(config.dist.transport, config.backend) {
-                sync.packing = transport.packing(config.backend);
+            if comm.size() > 1 {
+                let probe = Probe::of(config.backend, comm)?;
+                let (chosen, why) = resolve(config.dist.transport, config.backend, &probe)?;
+                sync.packing = chosen.packing(config.backend);
+                sync.nccl = chosen == Transport::Nccl;
+                transport = Some((chosen, why));
             }
             Kind::Replicated {
                 sync,
@@ -70,11 +77,17 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
                 master: None,
             }
         };
-        Self {
+        Ok(Self {
             kind,
             precision: config.precision,
             overlap: config.dist.overlap,
-        }
+            transport,
+        })
+    }
+
+    /// The gradient transport of a replicated optimizer over several ranks, and why.
+    pub fn transport(&self) -> Option<&(Transport, String)> {
+        self.transport.as_ref()
     }
 
     /// Takes the f32 model the run starts from (fresh, from Hugging Face or from a checkpoint)

@@ -100,7 +100,7 @@ fn one_step(precision: &str) -> (Weights, Weights, Vec<Vec<f32>>) {
     let device = Default::default();
     let model = Llama::<Ad>::new(&config.model_config().unwrap(), &device).map(&mut SetWeights(0));
     let before = values(&model);
-    let mut updater = Updater::<Ad, Llama<Ad>>::new(&config, &model, &SingleProcess);
+    let mut updater = Updater::<Ad, Llama<Ad>>::new(&config, &model, &SingleProcess).unwrap();
     let model = updater.adopt(model).unwrap();
     let grads = gradients(&model);
     let given: Vec<Vec<f32>> = {

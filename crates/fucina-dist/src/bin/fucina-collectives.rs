@@ -60,6 +60,56 @@ fn check(comm: &dyn Communicator) -> Result<()> {
         }
     }
 
+    // By address (mpi-device): host memory here, a GPU's where the MPI is GPU-aware. Each
+    // span's sum lands in its own buffer, and the sends are left as they were.
+    match comm.by_address() {
+        Some(collectives) => {
+            let sizes = [3usize, 0, 70_001, 17];
+            let value = |k: usize, j: usize| (rank * 1000 + k * 7 + j % 13) as f32;
+            let mut sends: Vec<Vec<f32>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(k, &n)| (0..n).map(|j| value(k, j)).collect())
+                .collect();
+            let mut recvs: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![-1.0; n]).collect();
+            let spans: Vec<fucina_dist::Span> = sends
+                .iter_mut()
+                .zip(recvs.iter_mut())
+                .map(|(s, r)| fucina_dist::Span {
+                    send: s.as_mut_ptr() as u64,
+                    recv: r.as_mut_ptr() as u64,
+                    len: s.len(),
+                })
+                .collect();
+            let mut order = Vec::new();
+            // SAFETY: the buffers outlive the call and are not touched during it.
+            let timing = unsafe {
+                collectives.all_reduce_sum_spans(sizes.len(), true, &|| (), &mut |k| {
+                    order.push(k);
+                    spans[k]
+                })?
+            };
+            ensure!(order == [0, 1, 2, 3], "spans filled in order {order:?}");
+            let squares: f64 = recvs.iter().map(|r| fucina_dist::sum_of_squares(r)).sum();
+            ensure!(
+                timing.sum_of_squares == squares,
+                "the spans' sum of squares is {}, expected {squares}",
+                timing.sum_of_squares
+            );
+            for (k, recv) in recvs.iter().enumerate() {
+                for (j, v) in recv.iter().enumerate() {
+                    let expected = 1000.0 * ranks_sum + (n * (k * 7 + j % 13)) as f32;
+                    ensure!(*v == expected, "span {k}[{j}] = {v}, expected {expected}");
+                    ensure!(
+                        sends[k][j] == value(k, j),
+                        "span {k}[{j}]: send overwritten"
+                    );
+                }
+            }
+        }
+        None => println!("rank {rank}: MPI below MPI_THREAD_SERIALIZED: no collectives by address"),
+    }
+
     let block = 5;
     let send: Vec<f32> = (0..n * block).map(|i| (rank + i) as f32).collect();
     let mut recv = vec![0.0; block];
