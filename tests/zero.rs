@@ -86,9 +86,16 @@ fn sharded_adamw_on_two_and_three_ranks_follows_the_replicated_run() {
     // Two f32 moments per trainable value.
     assert_eq!(full % 8, 0);
     let values = full / 8;
-    for np in [2, 3] {
-        let dir = tmp.path().join(format!("sharded{np}"));
-        let stderr = check(&train(np, &config, &dir, SHARD), &format!("{np} ranks"));
+    // Overlapped with the backward (the default: each block reduced to its rank as soon as
+    // the backward has produced it), and on 2 ranks also after the whole backward.
+    for (np, overlap) in [(2, true), (3, true), (2, false)] {
+        let dir = tmp.path().join(format!("sharded{np}-{overlap}"));
+        let set = format!("dist.overlap={overlap}");
+        let extra = [SHARD, &["--set", &set]].concat();
+        let stderr = check(
+            &train(np, &config, &dir, &extra),
+            &format!("{np} ranks, {set}"),
+        );
         // Every rank hashes its weights at each checkpoint and at the end; any difference fails.
         let line = format!("replicas identical on {np} ranks");
         assert!(stderr.contains(&line), "missing {line:?}:\n{stderr}");
@@ -99,7 +106,7 @@ fn sharded_adamw_on_two_and_three_ranks_follows_the_replicated_run() {
         assert_close(
             &losses(&dir),
             &reference,
-            &format!("sharded on {np} vs replicated"),
+            &format!("sharded on {np}, {set}, vs replicated"),
         );
         // Each rank holds its block of the flat vector, padded to a multiple of the ranks.
         let bytes = optimizer_bytes(&stderr);

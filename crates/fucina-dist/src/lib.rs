@@ -79,6 +79,31 @@ pub trait Communicator {
     ) -> Result<BucketTiming>;
     /// `send` holds `size()` blocks of `recv.len()`; rank r receives the sum of block r.
     fn reduce_scatter_sum(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
+    /// `reduce_scatter_sum`, filled and reduced block by block from the last to the first:
+    /// `fill(r, block)` writes this rank's block r of `send` just before its reduction to rank
+    /// r starts, while the blocks filled before are reduced on a communication thread where
+    /// the MPI allows one. ZeRO-1's reduce-scatter overlapped with the backward, which produces
+    /// the last parameters' gradients first. Returns the seconds waited after the last fill.
+    fn reduce_blocks_to_owners(
+        &self,
+        send: &mut [f32],
+        recv: &mut [f32],
+        fill: &mut dyn FnMut(usize, &mut [f32]),
+    ) -> Result<f64> {
+        let block = recv.len();
+        anyhow::ensure!(
+            send.len() == block * self.size(),
+            "reduce to owners: {} values do not split into {} blocks of {block}",
+            send.len(),
+            self.size()
+        );
+        for r in (0..self.size()).rev() {
+            fill(r, &mut send[r * block..(r + 1) * block]);
+        }
+        let waited = std::time::Instant::now();
+        self.reduce_scatter_sum(send, recv)?;
+        Ok(waited.elapsed().as_secs_f64())
+    }
     /// Concatenates every rank's `send`, in rank order, into `recv` on every rank.
     fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
     /// Replaces `buf` on every rank with the bytes of `root`.

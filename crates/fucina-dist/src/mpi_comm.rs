@@ -123,6 +123,60 @@ impl Communicator for MpiComm {
         Ok(())
     }
 
+    fn reduce_blocks_to_owners(
+        &self,
+        send: &mut [f32],
+        recv: &mut [f32],
+        fill: &mut dyn FnMut(usize, &mut [f32]),
+    ) -> Result<f64> {
+        let (block, size, me) = (recv.len(), self.size(), self.rank());
+        ensure!(
+            send.len() == block * size,
+            "reduce to owners: {} values do not split into {size} blocks of {block}",
+            send.len()
+        );
+        if self.threading < Threading::Serialized {
+            for r in (0..size).rev() {
+                fill(r, &mut send[r * block..(r + 1) * block]);
+            }
+            let waited = Instant::now();
+            self.reduce_scatter_sum(send, recv)?;
+            return Ok(waited.elapsed().as_secs_f64());
+        }
+        let lent = Lent(&self.buckets);
+        let mut blocks: Vec<Option<&mut [f32]>> = send.chunks_mut(block.max(1)).map(Some).collect();
+        let (result, waited) = std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<(usize, &[f32])>();
+            let worker = scope.spawn(move || {
+                let world = lent.comm();
+                for (r, block) in rx {
+                    let root = world.process_at_rank(r as i32);
+                    // MPI counts are ints: a block of more values goes in pieces.
+                    for (i, piece) in block.chunks(MAX_COUNT).enumerate() {
+                        match r == me {
+                            true => {
+                                let out = &mut recv[i * MAX_COUNT..i * MAX_COUNT + piece.len()];
+                                root.reduce_into_root(piece, out, SystemOperation::sum());
+                            }
+                            false => root.reduce_into(piece, SystemOperation::sum()),
+                        }
+                    }
+                }
+            });
+            for r in (0..size).rev() {
+                let chunk = blocks.get_mut(r).and_then(Option::take).unwrap_or_default();
+                fill(r, chunk);
+                let _ = tx.send((r, &*chunk));
+            }
+            drop(tx);
+            let waited = Instant::now();
+            let result = worker.join();
+            (result, waited.elapsed().as_secs_f64())
+        });
+        result.map_err(|_| anyhow!("the communication thread panicked"))?;
+        Ok(waited)
+    }
+
     fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
         ensure!(
             recv.len() == send.len() * self.size(),

@@ -592,7 +592,7 @@ pub(crate) fn trainable_shapes<B: AutodiffBackend, M: Module<B>>(
 
 /// Moves the gradients in `grads` into `done`, flat, at their parameter's visit index among
 /// the trainable ones; one already there is added to (a tied embedding's two parts).
-fn collect<B: AutodiffBackend, M: AutodiffModule<B>>(
+pub(crate) fn collect<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     grads: GradientsParams,
     done: &mut [Option<Tensor<B::InnerBackend, 1>>],

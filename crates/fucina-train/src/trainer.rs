@@ -346,7 +346,8 @@ fn run<B: AutodiffBackend>(
         watchdog.enter("gradient all-reduce", step + 1);
         let mut sync = match staged {
             Some(stages) => {
-                let earlier = (accum > 1).then(|| accumulator.grads());
+                // The sharded optimizer has summed them on the host already.
+                let earlier = (accum > 1 && !on_host).then(|| accumulator.grads());
                 updater.sync_staged(&model, stages, earlier, comm)?
             }
             None => updater.sync(&model, accumulator.grads(), comm)?,

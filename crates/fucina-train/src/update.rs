@@ -16,7 +16,7 @@ use crate::precision::{cast_frozen, cast_params};
 use crate::stages::Stages;
 use crate::transport::{resolve, Probe, Transport};
 use crate::zero::{Layout, ZeroAdamW};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsParams, Optimizer};
@@ -30,7 +30,7 @@ pub struct Updater<B: AutodiffBackend, M: AutodiffModule<B>> {
     precision: Precision,
     /// `[dist] overlap`.
     overlap: bool,
-    /// The gradient transport chosen, and why (several ranks, replicated optimizer).
+    /// The gradient transport chosen, and why (several ranks).
     transport: Option<(Transport, String)>,
 }
 
@@ -56,6 +56,17 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         let masters = config.precision.keeps_masters();
         let mut transport = None;
         let kind = if config.dist.shard_optimizer {
+            let why = match config.dist.transport {
+                Transport::Auto | Transport::MpiHost => String::new(),
+                asked => format!("not {}: ", asked.name()),
+            };
+            transport = (comm.size() > 1).then(|| {
+                let why = format!(
+                    "{why}the sharded optimizer updates its block on the host, so the blocks \
+                     travel from host memory"
+                );
+                (Transport::MpiHost, why)
+            });
             let layout = Layout::of::<B, M>(model);
             let ranks = (comm.rank(), comm.size());
             Kind::Sharded(ZeroAdamW::new(adamw, max_norm, layout, ranks, masters))
@@ -85,7 +96,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         })
     }
 
-    /// The gradient transport of a replicated optimizer over several ranks, and why.
+    /// The gradient transport over several ranks, and why.
     pub fn transport(&self) -> Option<&(Transport, String)> {
         self.transport.as_ref()
     }
@@ -279,10 +290,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
 
 impl<B: AutodiffBackend> Updater<B, Llama<B>> {
     /// Whether the step's last micro-batch goes to `sync_staged` rather than through
-    /// `forward_backward` and `sync`: with the replicated optimizer on several ranks, unless
-    /// `[dist] overlap` is off. (One rank has nothing to overlap.)
+    /// `forward_backward` and `sync`: on several ranks, unless `[dist] overlap` is off. (One
+    /// rank has nothing to overlap.)
     pub fn overlaps(&self, comm: &dyn Communicator) -> bool {
-        self.overlap && comm.size() > 1 && matches!(self.kind, Kind::Replicated { .. })
+        self.overlap && comm.size() > 1
     }
 
     /// As `sync`, running the backward of the last micro-batch (`stages`) while the buckets
@@ -300,7 +311,13 @@ impl<B: AutodiffBackend> Updater<B, Llama<B>> {
                 *grads = Some((summed, stats.grad_scale));
                 Ok(stats)
             }
-            Kind::Sharded(_) => bail!("the sharded optimizer does not overlap its backward"),
+            Kind::Sharded(zero) => {
+                ensure!(
+                    earlier.is_none(),
+                    "the sharded optimizer sums earlier micro-batches on the host"
+                );
+                zero.sync_staged(model, stages, comm)
+            }
         }
     }
 }

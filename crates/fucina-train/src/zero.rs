@@ -6,9 +6,10 @@
 
 use crate::flat_moments::FlatMoments;
 use crate::grads::{
-    clip_factor, download, flatten, sum_of_squares, trainable_shapes, FlatGrads, SyncStats,
+    clip_factor, collect, download, flatten, sum_of_squares, trainable_shapes, FlatGrads, SyncStats,
 };
 use crate::optim::{AdamW, HostSlices};
+use crate::stages::Stages;
 use anyhow::{bail, ensure, Result};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -17,6 +18,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 use fucina_dist::Communicator;
 use fucina_model::fused::cast;
+use fucina_model::Llama;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -187,9 +189,98 @@ impl ZeroAdamW {
         self.summing = false;
         let blocked = Instant::now();
         comm.reduce_scatter_sum(&self.flat, &mut self.grads)?;
+        let waited = blocked.elapsed().as_secs_f64();
+        self.clip(comm, started, waited, 0.0)
+    }
+
+    /// As `sync`, for the step's last micro-batch with its backward still to run: block r of
+    /// the gradients is reduced to rank r as soon as the backward has produced it, from the
+    /// last block (the last layers, produced first) to the first, while the backward goes on.
+    /// The time of the backward is not counted as sync.
+    pub fn sync_staged<B: AutodiffBackend>(
+        &mut self,
+        model: &Llama<B>,
+        mut stages: Stages<B>,
+        comm: &dyn Communicator,
+    ) -> Result<SyncStats> {
+        let started = Instant::now();
+        let ranges = self.layout.ranges();
+        let stage_of = Stages::stage_of(model);
+        ensure!(
+            stage_of.len() == ranges.len(),
+            "the trainable parameters changed after the sharded optimizer was built"
+        );
+        let (block, summing) = (self.block, self.summing);
+        let mut done: Vec<Option<Tensor<B::InnerBackend, 1>>> = vec![None; ranges.len()];
+        // A gradient that spans two blocks, kept for the lower one after filling the upper.
+        let mut kept: Vec<Option<Vec<f32>>> = vec![None; ranges.len()];
+        let (mut stages_run, mut backward_seconds) = (0, 0.0);
+        let mut failure = None;
+        let device = model.embed_tokens.weight.val().inner().device();
+        let mut fill = |r: usize, chunk: &mut [f32]| {
+            let (lo, hi) = (r * block, (r + 1) * block);
+            if !summing {
+                chunk.fill(0.0);
+            }
+            for (i, (range, _)) in ranges.iter().enumerate().rev() {
+                if range.end <= lo || range.start >= hi {
+                    continue;
+                }
+                let values = match kept[i].take() {
+                    Some(values) => values,
+                    None => {
+                        while stages_run <= stage_of[i] {
+                            let t = Instant::now();
+                            collect::<B, _>(model, stages.advance(), &mut done);
+                            stages_run += 1;
+                            backward_seconds += t.elapsed().as_secs_f64();
+                        }
+                        let grad = done[i]
+                            .take()
+                            .unwrap_or_else(|| Tensor::zeros([range.len()], &device));
+                        match download(grad) {
+                            Ok(values) => values,
+                            Err(e) => {
+                                // Zeros travel instead, so that no rank is left waiting.
+                                failure.get_or_insert(e);
+                                vec![0.0; range.len()]
+                            }
+                        }
+                    }
+                };
+                let (from, to) = (range.start.max(lo), range.end.min(hi));
+                let part = &values[from - range.start..to - range.start];
+                let out = &mut chunk[from - lo..to - lo];
+                match summing {
+                    true => out.iter_mut().zip(part).for_each(|(o, v)| *o += v),
+                    false => out.copy_from_slice(part),
+                }
+                if range.start < lo {
+                    kept[i] = Some(values);
+                }
+            }
+        };
+        let waited = comm.reduce_blocks_to_owners(&mut self.flat, &mut self.grads, &mut fill)?;
+        self.summing = false;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        self.clip(comm, started, waited, backward_seconds)
+    }
+
+    /// Averages and clips this rank's reduced block by the global norm (one all-reduce of a
+    /// single number). `waited`: the seconds spent in the reduction so far.
+    fn clip(
+        &mut self,
+        comm: &dyn Communicator,
+        started: Instant,
+        waited: f64,
+        backward_seconds: f64,
+    ) -> Result<SyncStats> {
+        let blocked = Instant::now();
         let mut squares = [sum_of_squares(&self.grads) as f32];
         comm.all_reduce_sum(&mut squares)?;
-        let comm_seconds = blocked.elapsed().as_secs_f64();
+        let comm_seconds = waited + blocked.elapsed().as_secs_f64();
 
         let inv_world = 1.0 / comm.size() as f64;
         let grad_norm = (squares[0] as f64).sqrt() * inv_world;
@@ -200,7 +291,7 @@ impl ZeroAdamW {
         self.pending = true;
         Ok(SyncStats {
             grad_norm,
-            sync_seconds: started.elapsed().as_secs_f64(),
+            sync_seconds: started.elapsed().as_secs_f64() - backward_seconds,
             comm_seconds,
             // Scaled above: the host update reads them as they are.
             grad_scale: 1.0,

@@ -107,7 +107,7 @@ fn check(comm: &dyn Communicator) -> Result<()> {
                 }
             }
         }
-        None => println!("rank {rank}: MPI below MPI_THREAD_SERIALIZED: no collectives by address"),
+        None => println!("rank {rank}: no collectives by address (one process, or an MPI below MPI_THREAD_SERIALIZED)"),
     }
 
     let block = 5;
@@ -121,6 +121,25 @@ fn check(comm: &dyn Communicator) -> Result<()> {
             "reduce_scatter[{j}] = {v}, expected {expected}"
         );
     }
+
+    // The same sums, block by block from the last, each filled just before it travels.
+    let mut blocks = vec![-1.0; n * block];
+    let mut owned = vec![0.0; block];
+    let mut order = Vec::new();
+    comm.reduce_blocks_to_owners(&mut blocks, &mut owned, &mut |r, b| {
+        order.push(r);
+        for (j, v) in b.iter_mut().enumerate() {
+            *v = (rank + r * block + j) as f32;
+        }
+    })?;
+    ensure!(
+        order == (0..n).rev().collect::<Vec<_>>(),
+        "blocks filled in order {order:?}"
+    );
+    ensure!(
+        owned == recv,
+        "reduce to owners = {owned:?}, reduce_scatter = {recv:?}"
+    );
 
     let mut gathered = vec![0.0; 3 * n];
     comm.all_gather(&[rank as f32; 3], &mut gathered)?;
