@@ -12,7 +12,8 @@
 # binary stays under the 64 MiB many copy tools allow), else target/release/fucina.
 # Steps: environment, correctness (HF fixtures vs transformers in f32 and bf16; `mini` on the
 # GPU continuing a CPU checkpoint, vs the CPU's losses), throughput (bench train vs PyTorch),
-# kernels (attention, matmul). Each has its own time limit; a failed step is reported and the
+# kernels (attention, matmul), gradient sync on 2 ranks (each transport, where mpirun exists).
+# Each has its own time limit; a failed step is reported and the
 # next one runs. Out: a Markdown table on stdout, OUT/gpu-check.json, and every step's log and
 # JSON under OUT. Exit status 1 when a step failed (skipped steps do not count).
 set -uo pipefail
@@ -65,7 +66,7 @@ if [ "$dry" = 1 ]; then
     presets="tiny:2"          # preset:micro-batch
     seq=64 steps=3 peak=""
     attn_seqs="64 128" attn_shape="--heads 4 --kv-heads 2 --head-dim 32" matmul_size=256
-    limit_short=120 limit_long=240 budget=100000
+    limit_short=120 limit_long=240 budget=100000 allreduce_sizes=1
 else
     backend=${backend:-cuda}
     bf16_backend=$backend
@@ -73,7 +74,7 @@ else
     presets="gpt2-124m:8 llama-1b:2"
     seq=2048 steps=6 peak=${FUCINA_PEAK_TFLOPS:-}
     attn_seqs="2048 4096" attn_shape="--heads 32 --kv-heads 8 --head-dim 128" matmul_size=8192
-    limit_short=90 limit_long=150
+    limit_short=90 limit_long=150 allreduce_sizes=16,64
     # torch.compile (a bonus, slow to compile) is skipped once this much time has gone.
     budget=${FUCINA_GPU_CHECK_BUDGET:-300}
 fi
@@ -297,6 +298,22 @@ if [ "$have_torch" = 1 ]; then
     json_files="$out/matmul-torch.json"
     run matmul-torch "$limit_short" "$python" "$here/gpu_check_torch.py" matmul --size "$matmul_size" \
         --json "$out/matmul-torch.json"
+fi
+
+# 5. Gradient sync: 2 ranks on this one GPU through each transport the backend can use, each
+# against a raw MPI_Allreduce from host memory. mpi-device needs a CUDA-aware MPI (it is
+# refused otherwise, and says so); NCCL refuses two ranks on one GPU, which the log shows.
+if command -v mpirun >/dev/null; then
+    mpi_flags="--oversubscribe --bind-to none"
+    [ "$(id -u)" = 0 ] && mpi_flags="$mpi_flags --allow-run-as-root"
+    transports="mpi-host mpi-device"
+    [ "$backend" = cuda ] && transports="$transports nccl"
+    for t in $transports; do
+        run "allreduce-$t" "$limit_short" mpirun -np 2 $mpi_flags "$binary" bench allreduce \
+            --backend "$backend" --transport "$t" --sizes "$allreduce_sizes" --iters 3
+    done
+else
+    skip allreduce "no mpirun on this machine"
 fi
 
 # The report: Markdown on stdout, everything in OUT/gpu-check.json.

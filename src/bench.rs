@@ -54,6 +54,9 @@ pub enum BenchCommand {
         /// Transports to measure, each against the same raw all-reduce.
         #[arg(long, value_delimiter = ',', default_value = "mpi-host,mpi-device")]
         transport: Vec<String>,
+        /// Where the gradients are: cpu, cuda, rocm (mpi-device and nccl take their memory).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
     /// Exposed communication projected onto a cluster, from a measured compute time per step,
     /// the model's bucket plan and a stated network (nothing is run).
@@ -187,12 +190,14 @@ pub fn run(command: BenchCommand) -> Result<()> {
             bucket_mb,
             iters,
             transport,
+            backend,
         } => {
             let transports = transport
                 .iter()
                 .map(|t| fucina_train::transport::Transport::parse(t))
                 .collect::<Result<Vec<_>>>()?;
-            fucina_train::bench::allreduce(sizes, bucket_mb, iters, &transports, BackendKind::Cpu)?
+            let kind = BackendKind::parse(&backend)?;
+            fucina_train::bench::allreduce(sizes, bucket_mb, iters, &transports, kind)?
         }
         BenchCommand::Project {
             model,

@@ -123,6 +123,15 @@ fn dry_run_passes_every_step_with_figures_that_agree() {
     ] {
         assert_eq!(step(&report, name)["status"], "ok");
     }
+    // 2 ranks under mpirun through each transport the CPU has, the last line the figures.
+    for name in ["allreduce-mpi-host", "allreduce-mpi-device"] {
+        let step = step(&report, name);
+        assert_eq!(step["status"], "ok", "{step:#}");
+        assert!(
+            step["detail"].as_str().unwrap().contains("1.0M"),
+            "{step:#}"
+        );
+    }
     assert!(stdout.contains("## Training throughput"), "{stdout}");
     assert!(stdout.contains("| tiny | 64 × 2 |"), "{stdout}");
 }
