@@ -90,19 +90,7 @@ pub trait Communicator {
         recv: &mut [f32],
         fill: &mut dyn FnMut(usize, &mut [f32]),
     ) -> Result<f64> {
-        let block = recv.len();
-        anyhow::ensure!(
-            send.len() == block * self.size(),
-            "reduce to owners: {} values do not split into {} blocks of {block}",
-            send.len(),
-            self.size()
-        );
-        for r in (0..self.size()).rev() {
-            fill(r, &mut send[r * block..(r + 1) * block]);
-        }
-        let waited = std::time::Instant::now();
-        self.reduce_scatter_sum(send, recv)?;
-        Ok(waited.elapsed().as_secs_f64())
+        fill_then_reduce_scatter(self, send, recv, fill)
     }
     /// Concatenates every rank's `send`, in rank order, into `recv` on every rank.
     fn all_gather(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
@@ -127,6 +115,29 @@ pub trait Communicator {
     fn is_root(&self) -> bool {
         self.rank() == 0
     }
+}
+
+/// `reduce_blocks_to_owners` without a communication thread: every block filled, then one
+/// reduce-scatter.
+pub(crate) fn fill_then_reduce_scatter<C: Communicator + ?Sized>(
+    comm: &C,
+    send: &mut [f32],
+    recv: &mut [f32],
+    fill: &mut dyn FnMut(usize, &mut [f32]),
+) -> Result<f64> {
+    let block = recv.len();
+    anyhow::ensure!(
+        send.len() == block * comm.size(),
+        "reduce to owners: {} values do not split into {} blocks of {block}",
+        send.len(),
+        comm.size()
+    );
+    for r in (0..comm.size()).rev() {
+        fill(r, &mut send[r * block..(r + 1) * block]);
+    }
+    let waited = std::time::Instant::now();
+    comm.reduce_scatter_sum(send, recv)?;
+    Ok(waited.elapsed().as_secs_f64())
 }
 
 /// Ends every rank of the job, from any thread (the watchdog's): `MPI_Abort` when MPI is up,

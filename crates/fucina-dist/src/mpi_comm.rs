@@ -130,18 +130,9 @@ impl Communicator for MpiComm {
         fill: &mut dyn FnMut(usize, &mut [f32]),
     ) -> Result<f64> {
         let (block, size, me) = (recv.len(), self.size(), self.rank());
-        ensure!(
-            send.len() == block * size,
-            "reduce to owners: {} values do not split into {size} blocks of {block}",
-            send.len()
-        );
-        if self.threading < Threading::Serialized {
-            for r in (0..size).rev() {
-                fill(r, &mut send[r * block..(r + 1) * block]);
-            }
-            let waited = Instant::now();
-            self.reduce_scatter_sum(send, recv)?;
-            return Ok(waited.elapsed().as_secs_f64());
+        if self.threading < Threading::Serialized || send.len() != block * size {
+            // The plain path (which also refuses buffers that do not split into blocks).
+            return crate::fill_then_reduce_scatter(self, send, recv, fill);
         }
         let lent = Lent(&self.buckets);
         let mut blocks: Vec<Option<&mut [f32]>> = send.chunks_mut(block.max(1)).map(Some).collect();

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 pub(crate) use fucina_dist::sum_of_squares;
-use fucina_dist::{AddressCollectives, Buckets, Communicator, Span};
+use fucina_dist::{AddressCollectives, BucketTiming, Buckets, Communicator, Span};
 use fucina_model::fused::cast;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -222,9 +222,6 @@ impl GradSync {
             return Err(e);
         }
 
-        let inv_world = 1.0 / comm.size() as f64;
-        let grad_norm = timing.sum_of_squares.sqrt() * inv_world;
-        let grad_scale = inv_world * clip_factor(self.max_norm, grad_norm);
         let mut ready: Vec<Option<Ready<B::InnerBackend>>> =
             (0..lens.len()).map(|_| None).collect();
         for (k, bucket) in buckets.iter().enumerate() {
@@ -259,13 +256,7 @@ impl GradSync {
                 }
             }
         }
-
-        let stats = SyncStats {
-            grad_norm,
-            sync_seconds: started.elapsed().as_secs_f64(),
-            comm_seconds: timing.blocked_seconds,
-            grad_scale,
-        };
+        let stats = self.averaged(timing, comm.size(), started);
         Ok((self.unflatten::<B, M>(model, ready, shapes, device), stats))
     }
 
@@ -362,9 +353,6 @@ impl GradSync {
                 .map(|&x| x as f64)
                 .sum::<f64>(),
         };
-        let inv_world = 1.0 / comm.size() as f64;
-        let grad_norm = sum_of_squares.sqrt() * inv_world;
-        let grad_scale = inv_world * clip_factor(self.max_norm, grad_norm);
         let lens: Vec<usize> = shapes.iter().map(|(_, d)| d.iter().product()).collect();
         let mut ready: Vec<Option<Ready<B::InnerBackend>>> =
             (0..lens.len()).map(|_| None).collect();
@@ -379,13 +367,25 @@ impl GradSync {
                 offset += lens[i];
             }
         }
-        let stats = SyncStats {
+        let timing = BucketTiming {
+            sum_of_squares,
+            ..timing
+        };
+        let stats = self.averaged(timing, comm.size(), started);
+        Ok((self.unflatten::<B, M>(model, ready, shapes, device), stats))
+    }
+
+    /// The stats of a sum over `world` ranks whose reduced values' Σx² is in `timing`: the
+    /// norm of their average, and the factor (1/N and the clip) the optimizer takes them by.
+    fn averaged(&self, timing: BucketTiming, world: usize, started: Instant) -> SyncStats {
+        let inv_world = 1.0 / world as f64;
+        let grad_norm = timing.sum_of_squares.sqrt() * inv_world;
+        SyncStats {
             grad_norm,
             sync_seconds: started.elapsed().as_secs_f64(),
             comm_seconds: timing.blocked_seconds,
-            grad_scale,
-        };
-        Ok((self.unflatten::<B, M>(model, ready, shapes, device), stats))
+            grad_scale: inv_world * clip_factor(self.max_norm, grad_norm),
+        }
     }
 
     /// One process has nothing to average: the norm's squares are summed where the gradients
