@@ -302,14 +302,21 @@ fi
 
 # 5. Gradient sync: 2 ranks on this one GPU through each transport the backend can use, each
 # against a raw MPI_Allreduce from host memory. mpi-device needs a CUDA-aware MPI (it is
-# refused otherwise, and says so); NCCL refuses two ranks on one GPU, which the log shows.
+# refused otherwise, and says so); NCCL refuses two ranks on one GPU, so it needs two.
 if command -v mpirun >/dev/null; then
     mpi_flags="--oversubscribe --bind-to none"
     [ "$(id -u)" = 0 ] && mpi_flags="$mpi_flags --allow-run-as-root"
     transports="mpi-host mpi-device"
     [ "$backend" = cuda ] && transports="$transports nccl"
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
     for t in $transports; do
-        run "allreduce-$t" "$limit_short" mpirun -np 2 $mpi_flags "$binary" bench allreduce \
+        if [ "$t" = nccl ] && [ "${gpus:-0}" -lt 2 ]; then
+            skip allreduce-nccl "one GPU: NCCL refuses two ranks on one device (fucina says so and stops)"
+            continue
+        fi
+        # Both ranks on device 0 (each would take the device of its local rank otherwise).
+        CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} HIP_VISIBLE_DEVICES=${HIP_VISIBLE_DEVICES:-0} \
+            run "allreduce-$t" "$limit_short" mpirun -np 2 $mpi_flags "$binary" bench allreduce \
             --backend "$backend" --transport "$t" --sizes "$allreduce_sizes" --iters 3
     done
 else

@@ -16,6 +16,12 @@ pub fn library_loads() -> bool {
     unsafe { nccl_sys::is_culib_present() }
 }
 
+/// How many CUDA devices this process sees (`None` without a driver).
+pub fn device_count() -> Option<usize> {
+    cu::init().ok()?;
+    cu::device::get_count().ok().map(|n| n as usize)
+}
+
 /// Makes CUDA device `ordinal`'s primary context (the one cubecl computes in) current on
 /// this thread.
 pub fn bind_device(ordinal: usize) -> Result<CUcontext> {

@@ -54,6 +54,8 @@ impl Transport {
 pub struct Probe {
     /// libnccl loads (cuda builds and backend only).
     pub nccl: bool,
+    /// More ranks on a node than it has GPUs: ranks share one, which NCCL refuses.
+    pub shared_gpu: bool,
     /// The MPI says it takes the backend's device memory (`MPIX_Query_cuda_support`, its ROCm
     /// equivalent); `None` where it cannot say.
     pub mpi_device: Option<bool>,
@@ -65,9 +67,15 @@ impl Probe {
     /// A collective of `comm`.
     pub fn of(backend: BackendKind, comm: &dyn Communicator) -> Result<Self> {
         #[cfg(feature = "cuda")]
-        let nccl = backend == BackendKind::Cuda && fucina_dist::nccl::library_loads();
+        let (nccl, shared_gpu) = match backend == BackendKind::Cuda {
+            true => (
+                fucina_dist::nccl::library_loads(),
+                fucina_dist::nccl::device_count().is_some_and(|n| comm.local_size() > n),
+            ),
+            false => (false, false),
+        };
         #[cfg(not(feature = "cuda"))]
-        let nccl = false;
+        let (nccl, shared_gpu) = (false, false);
         let api = match backend {
             BackendKind::Cuda => Some(GpuApi::Cuda),
             BackendKind::Rocm => Some(GpuApi::Rocm),
@@ -79,12 +87,14 @@ impl Probe {
             flag(nccl),
             flag(mpi_device == Some(true)),
             flag(mpi_device.is_some()),
+            flag(shared_gpu),
         ];
         comm.all_reduce_sum(&mut votes)?;
         let all = |v: f32| v as usize == comm.size();
         Ok(Self {
             nccl: all(votes[0]),
             mpi_device: all(votes[2]).then_some(all(votes[1])),
+            shared_gpu: votes[3] > 0.0,
         })
     }
 }
@@ -147,20 +157,34 @@ pub fn resolve(
              site's nccl module, or add a libnccl.so link beside libnccl.so.2); or use \
              \"mpi-device\" or \"mpi-host\""
         ),
+        Transport::Nccl if probe.shared_gpu => bail!(
+            "dist.transport = \"nccl\": this node has more ranks than GPUs, and NCCL refuses \
+             two ranks on one GPU; use \"mpi-device\" or \"mpi-host\" (or one rank per GPU)"
+        ),
         Transport::Nccl => Ok((requested, "as configured; libnccl loads".into())),
-        Transport::Auto if backend == BackendKind::Cuda && probe.nccl => Ok((
+        Transport::Auto if backend == BackendKind::Cuda && probe.nccl && !probe.shared_gpu => Ok((
             Transport::Nccl,
             "libnccl loads on every rank: NCCL reduces from device memory".into(),
         )),
         Transport::Auto if gpu && probe.mpi_device == Some(true) => Ok((
             Transport::MpiDevice,
-            format!("{api}() says this MPI takes device memory (no NCCL here)"),
+            format!(
+                "{api}() says this MPI takes device memory ({})",
+                match probe.shared_gpu {
+                    true => "ranks share a GPU, which NCCL refuses",
+                    false => "no NCCL here",
+                }
+            ),
         )),
         Transport::Auto if gpu => Ok((
             Transport::MpiHost,
             format!(
-                "no NCCL here, and this MPI {} device memory: buckets are packed on the {} \
-                 device and copied to the host once each",
+                "{}, and this MPI {} device memory: buckets are packed on the {} device and \
+                 copied to the host once each",
+                match probe.shared_gpu {
+                    true => "ranks share a GPU, which NCCL refuses",
+                    false => "no NCCL here",
+                },
                 match probe.mpi_device {
                     Some(_) => "does not take",
                     None => "cannot say whether it takes",
@@ -203,8 +227,8 @@ mod tests {
             (Transport::MpiHost, Packing::Device)
         );
         let aware = Probe {
-            nccl: false,
             mpi_device: Some(true),
+            ..none
         };
         let (t, why) = resolve(Transport::Auto, BackendKind::Rocm, &aware).unwrap();
         assert_eq!(t, Transport::MpiDevice, "{why}");
@@ -212,19 +236,28 @@ mod tests {
         let nccl = Probe {
             nccl: true,
             mpi_device: Some(true),
+            shared_gpu: false,
         };
         let (t, _) = resolve(Transport::Auto, BackendKind::Cuda, &nccl).unwrap();
         assert_eq!(t, Transport::Nccl);
+        let shared = Probe {
+            shared_gpu: true,
+            ..nccl
+        };
+        let (t, why) = resolve(Transport::Auto, BackendKind::Cuda, &shared).unwrap();
+        assert_eq!(t, Transport::MpiDevice);
+        assert!(why.contains("share a GPU"), "{why}");
         let (t, _) = resolve(Transport::MpiDevice, BackendKind::Flex, &none).unwrap();
         assert_eq!(t.packing(BackendKind::Flex), Packing::Address);
         let unaware = Probe {
-            nccl: false,
             mpi_device: Some(false),
+            ..none
         };
         for (t, b, probe) in [
             (Transport::MpiDevice, BackendKind::Wgpu, none),
             (Transport::MpiDevice, BackendKind::Cuda, unaware),
             (Transport::Nccl, BackendKind::Cuda, none),
+            (Transport::Nccl, BackendKind::Cuda, shared),
             (Transport::Nccl, BackendKind::Cpu, nccl),
         ] {
             let e = resolve(t, b, &probe).unwrap_err().to_string();
