@@ -300,6 +300,24 @@ if [ "$have_torch" = 1 ]; then
         --json "$out/matmul-torch.json"
 fi
 
+# two_ranks TRANSPORT: `mini` trained by 2 ranks; prints the run, then one line with the median
+# step time and the exposed communication.
+two_ranks() {
+    local dir=$out/mini-2ranks-$1
+    mpirun -np 2 $mpi_flags "$binary" train "$out/mini.toml" --sample-tokens 0 \
+        --set backend="$backend" --set out_dir="$dir" --set dist.transport="$1" \
+        --set train.micro_batch_size=4 --set checkpoint.every=0 > "$dir.log" 2>&1
+    local rc=$?
+    cat "$dir.log"
+    [ $rc = 0 ] || return $rc
+    "$python" - "$dir/metrics.jsonl" "$(grep -o 'communication: [0-9.]*%' "$dir.log" | tail -n 1)" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l]
+steps = [r["step_seconds"] for r in rows[1:]] or [r["step_seconds"] for r in rows]
+print(f"2 ranks: median step {statistics.median(steps):.3f} s, {sys.argv[2] or 'communication: not reported'} exposed")
+PY
+}
+
 # 5. Gradient sync: 2 ranks on this one GPU through each transport the backend can use, each
 # against a raw MPI_Allreduce from host memory. mpi-device needs a CUDA-aware MPI (it is
 # refused otherwise, and says so); NCCL refuses two ranks on one GPU, so it needs two.
@@ -318,6 +336,15 @@ if command -v mpirun >/dev/null; then
         CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} HIP_VISIBLE_DEVICES=${HIP_VISIBLE_DEVICES:-0} \
             run "allreduce-$t" "$limit_short" mpirun -np 2 $mpi_flags "$binary" bench allreduce \
             --backend "$backend" --transport "$t" --sizes "$allreduce_sizes" --iters 3
+    done
+    # The same transports in training: 2 ranks of `mini` on device 0, step time and the
+    # communication left exposed (the last line).
+    export -f two_ranks
+    export out binary backend mpi_flags python
+    for t in $transports; do
+        [ "$t" = nccl ] && [ "${gpus:-0}" -lt 2 ] && continue
+        CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} HIP_VISIBLE_DEVICES=${HIP_VISIBLE_DEVICES:-0} \
+            run "train-2ranks-$t" "$limit_long" bash -c 'two_ranks "$1"' two_ranks "$t"
     done
 else
     skip allreduce "no mpirun on this machine"
