@@ -51,6 +51,13 @@ if [ -z "$binary" ]; then
     fi
 fi
 [ -x "$binary" ] || { echo "gpu-check: no fucina binary at $binary (use --binary PATH)" >&2; exit 2; }
+# A binary built elsewhere may need libraries this machine lacks (libmpi: a default build links
+# the build machine's MPI); say which, rather than fail every step alike.
+missing=$(ldd "$binary" 2>/dev/null | awk '/not found/ { print $1 }' | tr '\n' ' ')
+if [ -n "$missing" ]; then
+    echo "gpu-check: $binary needs ${missing% } and this machine has none of it; on a machine without MPI use a build without it: cargo build --release --no-default-features --features cuda,flex (the gradient-sync steps then skip)" >&2
+    exit 2
+fi
 
 python=${python:-python3}
 command -v "$python" >/dev/null || { echo "gpu-check: no $python (needed for the JSON and comparisons)" >&2; exit 2; }
@@ -321,7 +328,11 @@ PY
 # 5. Gradient sync: 2 ranks on this one GPU through each transport the backend can use, each
 # against a raw MPI_Allreduce from host memory. mpi-device needs a CUDA-aware MPI (it is
 # refused otherwise, and says so); NCCL refuses two ranks on one GPU, so it needs two.
-if command -v mpirun >/dev/null; then
+if ! command -v mpirun >/dev/null; then
+    skip allreduce "no mpirun on this machine"
+elif ! ldd "$binary" 2>/dev/null | grep -q libmpi; then
+    skip allreduce "this fucina was built without MPI"
+else
     mpi_flags="--oversubscribe --bind-to none"
     [ "$(id -u)" = 0 ] && mpi_flags="$mpi_flags --allow-run-as-root"
     transports="mpi-host mpi-device"
@@ -346,8 +357,6 @@ if command -v mpirun >/dev/null; then
         CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} HIP_VISIBLE_DEVICES=${HIP_VISIBLE_DEVICES:-0} \
             run "train-2ranks-$t" "$limit_long" bash -c 'two_ranks "$1"' two_ranks "$t"
     done
-else
-    skip allreduce "no mpirun on this machine"
 fi
 
 # The report: Markdown on stdout, everything in OUT/gpu-check.json.
