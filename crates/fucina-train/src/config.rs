@@ -256,9 +256,9 @@ pub struct DistConfig {
     pub shard_optimizer: bool,
     /// How the gradient buckets travel: `auto`, `mpi-host`, `mpi-device` or `nccl`.
     pub transport: crate::transport::Transport,
-    /// Reduce each bucket as soon as the backward has made its gradients, while the backward
-    /// of the earlier layers goes on (replicated optimizer, more than one rank); false waits
-    /// for the whole backward first.
+    /// Reduce each bucket (sharded: each rank's block) as soon as the backward has made its
+    /// gradients, while the backward of the earlier layers goes on (more than one rank);
+    /// false waits for the whole backward first.
     pub overlap: bool,
 }
 
