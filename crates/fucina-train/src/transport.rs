@@ -109,7 +109,7 @@ pub fn check(requested: Transport, backend: BackendKind) -> Result<()> {
         Transport::Nccl if backend != BackendKind::Cuda => bail!(
             "dist.transport = \"nccl\" needs the cuda backend (backend = {:?}); use \
              \"mpi-host\", \"mpi-device\" or \"auto\"",
-            backend_name(backend)
+            backend.name()
         ),
         Transport::Nccl if !cfg!(feature = "cuda") => bail!(
             "dist.transport = \"nccl\": this fucina was built without cuda (cargo build \
