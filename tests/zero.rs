@@ -87,15 +87,27 @@ fn sharded_adamw_on_two_and_three_ranks_follows_the_replicated_run() {
     assert_eq!(full % 8, 0);
     let values = full / 8;
     // Overlapped with the backward (the default: each block reduced to its rank as soon as
-    // the backward has produced it), and on 2 ranks also after the whole backward.
-    for (np, overlap) in [(2, true), (3, true), (2, false)] {
-        let dir = tmp.path().join(format!("sharded{np}-{overlap}"));
-        let set = format!("dist.overlap={overlap}");
-        let extra = [SHARD, &["--set", &set]].concat();
+    // the backward has produced it), and on 2 ranks also after the whole backward; from host
+    // memory (mpi-host) and by address (mpi-device, as a GPU's memory would be handed over).
+    let runs = [(2, true), (3, true), (2, false)]
+        .into_iter()
+        .flat_map(|(np, overlap)| ["mpi-host", "mpi-device"].map(|t| (np, overlap, t)));
+    for (np, overlap, transport) in runs {
+        let dir = tmp
+            .path()
+            .join(format!("sharded{np}-{overlap}-{transport}"));
+        let (o, t) = (
+            format!("dist.overlap={overlap}"),
+            format!("dist.transport={transport}"),
+        );
+        let set = format!("{o} {t}");
+        let extra = [SHARD, &["--set", &o, "--set", &t]].concat();
         let stderr = check(
             &train(np, &config, &dir, &extra),
             &format!("{np} ranks, {set}"),
         );
+        let line = format!("gradient transport: {transport} (");
+        assert!(stderr.contains(&line), "missing {line:?}:\n{stderr}");
         // Every rank hashes its weights at each checkpoint and at the end; any difference fails.
         let line = format!("replicas identical on {np} ranks");
         assert!(stderr.contains(&line), "missing {line:?}:\n{stderr}");
@@ -210,7 +222,12 @@ fn mixed_precision_on_two_ranks_follows_one_rank() {
     let single = tmp.path().join("bf16-np1");
     check(&train(1, &config, &single, &bf16), "bf16, 1 rank");
     let reference = losses(&single);
-    for (name, extra) in [("replicated", &[][..]), ("sharded", SHARD)] {
+    let by_address = [SHARD, &["--set", "dist.transport=mpi-device"]].concat();
+    for (name, extra) in [
+        ("replicated", &[][..]),
+        ("sharded", SHARD),
+        ("sharded by address", &by_address),
+    ] {
         let dir = tmp.path().join(format!("bf16-np2-{name}"));
         let args: Vec<&str> = bf16.iter().chain(extra).copied().collect();
         let stderr = check(&train(2, &config, &dir, &args), name);

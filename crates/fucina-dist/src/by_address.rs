@@ -35,4 +35,24 @@ pub trait AddressCollectives {
         thread_init: &(dyn Fn() + Sync),
         fill: &mut dyn FnMut(usize) -> Span,
     ) -> Result<BucketTiming>;
+
+    /// ZeRO-1's reduce-scatter by address: `fill(r)`, called for r from `size() - 1` down to 0
+    /// (the order the backward produces the blocks in), gives this rank's block r; its sum
+    /// over all ranks lands at rank r's `recv` (the other ranks' `recv` is not written). Each
+    /// block is reduced while the next is filled. Returns the seconds waited after the last.
+    ///
+    /// # Safety
+    /// As `all_reduce_sum_spans`.
+    unsafe fn reduce_spans_to_owners(
+        &self,
+        thread_init: &(dyn Fn() + Sync),
+        fill: &mut dyn FnMut(usize) -> Span,
+    ) -> Result<f64>;
+
+    /// Concatenates every rank's `span.len` values at `span.send`, in rank order, into the
+    /// `size() × span.len` at `span.recv`. Returns the seconds it took.
+    ///
+    /// # Safety
+    /// Both memories are valid for the call and do not overlap.
+    unsafe fn all_gather_span(&self, span: Span) -> Result<f64>;
 }

@@ -277,6 +277,83 @@ impl AddressCollectives for MpiComm {
             sum_of_squares: squares,
         })
     }
+
+    unsafe fn reduce_spans_to_owners(
+        &self,
+        thread_init: &(dyn Fn() + Sync),
+        fill: &mut dyn FnMut(usize) -> Span,
+    ) -> Result<f64> {
+        let lent = Lent(&self.buckets);
+        let size = self.size();
+        let (result, blocked) = std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<(usize, Span)>();
+            let worker = scope.spawn(move || -> Result<()> {
+                thread_init();
+                let comm = lent.comm().as_raw();
+                for (root, span) in rx {
+                    // SAFETY: as in all_reduce_sum_spans.
+                    unsafe { reduce_span(span, root, comm)? };
+                }
+                Ok(())
+            });
+            for r in (0..size).rev() {
+                let _ = tx.send((r, fill(r)));
+            }
+            drop(tx);
+            let waited = Instant::now();
+            let result = worker.join();
+            (result, waited.elapsed().as_secs_f64())
+        });
+        result.map_err(|_| anyhow!("the communication thread panicked"))??;
+        Ok(blocked)
+    }
+
+    unsafe fn all_gather_span(&self, span: Span) -> Result<f64> {
+        ensure!(
+            span.len <= MAX_COUNT,
+            "all-gather block exceeds {MAX_COUNT} values"
+        );
+        let started = Instant::now();
+        let code = mpi::ffi::MPI_Allgather(
+            span.send as *const c_void,
+            span.len as c_int,
+            mpi::ffi::RSMPI_FLOAT,
+            span.recv as *mut c_void,
+            span.len as c_int,
+            mpi::ffi::RSMPI_FLOAT,
+            self.world.as_raw(),
+        );
+        ensure!(
+            code == 0,
+            "MPI_Allgather of {} values by address: error {code}",
+            span.len
+        );
+        Ok(started.elapsed().as_secs_f64())
+    }
+}
+
+/// `MPI_Reduce(sum)` of a span to `root`, in pieces MPI's int counts can hold.
+unsafe fn reduce_span(span: Span, root: usize, comm: mpi::ffi::MPI_Comm) -> Result<()> {
+    let mut done = 0;
+    while done < span.len {
+        let n = (span.len - done).min(MAX_COUNT);
+        let offset = (done * std::mem::size_of::<f32>()) as u64;
+        let code = mpi::ffi::MPI_Reduce(
+            (span.send + offset) as *const c_void,
+            (span.recv + offset) as *mut c_void,
+            n as c_int,
+            mpi::ffi::RSMPI_FLOAT,
+            mpi::ffi::RSMPI_SUM,
+            root as c_int,
+            comm,
+        );
+        ensure!(
+            code == 0,
+            "MPI_Reduce of {n} values by address: error {code}"
+        );
+        done += n;
+    }
+    Ok(())
 }
 
 /// `MPI_Allreduce(sum)` of a span, in pieces MPI's int counts can hold. rsmpi takes slices,

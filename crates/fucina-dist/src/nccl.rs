@@ -139,6 +139,54 @@ impl AddressCollectives for NcclComm {
             }),
         }
     }
+
+    unsafe fn reduce_spans_to_owners(
+        &self,
+        _thread_init: &(dyn Fn() + Sync),
+        fill: &mut dyn FnMut(usize) -> Span,
+    ) -> Result<f64> {
+        let size = nccl::comm_count(self.comm).map_err(|e| anyhow!("ncclCommCount: {e:?}"))?;
+        let mut error = None;
+        for r in (0..size as usize).rev() {
+            let span = fill(r);
+            cu::ctx::set_current(self.ctx).map_err(|e| anyhow!("CUDA context: {e:?}"))?;
+            let queued = nccl::reduce(
+                span.send as *const _,
+                span.recv as *mut _,
+                span.len,
+                nccl_sys::ncclDataType_t::ncclFloat32,
+                nccl_sys::ncclRedOp_t::ncclSum,
+                r as i32,
+                self.comm,
+                self.stream as _,
+            );
+            if let Err(e) = queued {
+                error.get_or_insert(anyhow!("ncclReduce of block {r}: {e:?}"));
+            }
+        }
+        let waited = Instant::now();
+        cu::stream::synchronize(self.stream).map_err(|e| anyhow!("NCCL stream: {e:?}"))?;
+        match error {
+            Some(e) => Err(e),
+            None => Ok(waited.elapsed().as_secs_f64()),
+        }
+    }
+
+    unsafe fn all_gather_span(&self, span: Span) -> Result<f64> {
+        let started = Instant::now();
+        cu::ctx::set_current(self.ctx).map_err(|e| anyhow!("CUDA context: {e:?}"))?;
+        nccl::all_gather(
+            span.send as *const _,
+            span.recv as *mut _,
+            span.len,
+            nccl_sys::ncclDataType_t::ncclFloat32,
+            self.comm,
+            self.stream as _,
+        )
+        .map_err(|e| anyhow!("ncclAllGather: {e:?}"))?;
+        cu::stream::synchronize(self.stream).map_err(|e| anyhow!("NCCL stream: {e:?}"))?;
+        Ok(started.elapsed().as_secs_f64())
+    }
 }
 
 impl Drop for NcclComm {

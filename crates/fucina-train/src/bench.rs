@@ -320,7 +320,7 @@ impl BackendTask for AllReduceBench<'_> {
                 .map(|t| {
                     let mut sync = GradSync::new(1.0, (self.bucket_mb * 1e6) as usize);
                     sync.packing = t.packing(self.backend);
-                    sync.nccl = *t == Transport::Nccl;
+                    sync.address.nccl = *t == Transport::Nccl;
                     sync
                 })
                 .collect();

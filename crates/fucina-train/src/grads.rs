@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use std::time::Instant;
 
 use crate::device_memory::Held;
+use crate::staged_grads::StagedGrads;
 use crate::stages::Stages;
 use fucina_model::Llama;
 
@@ -57,13 +58,11 @@ pub struct GradSync {
     /// parameter's own dtype.
     pub f32_grads: bool,
     pub packing: Packing,
-    /// With `Packing::Address`: NCCL rather than the MPI communicator.
-    pub nccl: bool,
+    /// With `Packing::Address`: which transport takes the buckets.
+    pub address: AddressTransport,
     buffers: Buckets,
     /// Host memory the address path reuses for its received buckets (CPU backends).
     spares: Vec<Option<Vec<f32>>>,
-    #[cfg(feature = "cuda")]
-    nccl_comm: Option<fucina_dist::nccl::NcclComm>,
 }
 
 impl GradSync {
@@ -73,11 +72,9 @@ impl GradSync {
             bucket_bytes,
             f32_grads: false,
             packing: Packing::Host,
-            nccl: false,
+            address: AddressTransport::default(),
             buffers: Buckets::default(),
             spares: Vec::new(),
-            #[cfg(feature = "cuda")]
-            nccl_comm: None,
         }
     }
 
@@ -104,45 +101,19 @@ impl GradSync {
     pub fn run_staged<B: AutodiffBackend>(
         &mut self,
         model: &Llama<B>,
-        mut stages: Stages<B>,
+        stages: Stages<B>,
         earlier: Option<GradientsParams>,
         comm: &dyn Communicator,
     ) -> Result<(GradientsParams, SyncStats)> {
         let started = Instant::now();
         let shapes = trainable_shapes::<B, _>(model);
         let lens: Vec<usize> = shapes.iter().map(|(_, d)| d.iter().product()).collect();
-        let device = model.embed_tokens.weight.val().inner().device();
-        let stage_of = Stages::stage_of(model);
-        let mut earlier: Vec<Option<Tensor<B::InnerBackend, 1>>> = match earlier {
-            Some(mut grads) => flatten::<B, _>(model, &mut grads)
-                .parts
-                .into_iter()
-                .map(Some)
-                .collect(),
-            None => Vec::new(),
-        };
-        let mut done: Vec<Option<Tensor<B::InnerBackend, 1>>> = vec![None; lens.len()];
-        let (mut stages_run, mut backward_seconds) = (0, 0.0);
-        let mut take = |i: usize| {
-            while stages_run <= stage_of[i] {
-                let t = Instant::now();
-                let grads = stages.advance();
-                collect::<B, _>(model, grads, &mut done);
-                stages_run += 1;
-                backward_seconds += t.elapsed().as_secs_f64();
-            }
-            let grad = done[i]
-                .take()
-                .unwrap_or_else(|| Tensor::zeros([lens[i]], &device));
-            match earlier.get_mut(i).and_then(Option::take) {
-                Some(e) => e + grad,
-                None => grad,
-            }
-        };
-        let upload = device.clone();
+        let mut staged = StagedGrads::new(model, stages, earlier, lens);
+        let device = staged.device();
+        let mut take = |i: usize| staged.take(i);
         let (grads, mut stats) =
-            self.reduce::<B, _>(model, shapes, upload, &mut take, comm, started)?;
-        stats.sync_seconds -= backward_seconds;
+            self.reduce::<B, _>(model, shapes, device, &mut take, comm, started)?;
+        stats.sync_seconds -= staged.backward_seconds;
         Ok((grads, stats))
     }
 
@@ -275,20 +246,8 @@ impl GradSync {
         started: Instant,
     ) -> Result<(GradientsParams, SyncStats)> {
         let ordinal = crate::device_memory::cuda_ordinal::<B::InnerBackend>(&device);
-        #[cfg(feature = "cuda")]
-        let collectives = address_collectives(self.nccl, &mut self.nccl_comm, comm, ordinal)?;
-        #[cfg(not(feature = "cuda"))]
-        let collectives = {
-            let _ = ordinal;
-            address_collectives(self.nccl, comm)?
-        };
-        // A GPU-aware MPI may need the GPU's context current on its calling thread (UCX does).
-        let thread_init = move || {
-            #[cfg(feature = "cuda")]
-            if let Some(ordinal) = ordinal {
-                let _ = fucina_dist::nccl::bind_device(ordinal);
-            }
-        };
+        let collectives = self.address.collectives(comm, ordinal)?;
+        let thread_init = bind_device_on_thread(ordinal);
         let mut spares = std::mem::take(&mut self.spares);
         spares.resize_with(buckets.len(), || None);
         // Each bucket's (send, receive) memory.
@@ -437,33 +396,63 @@ impl GradSync {
     }
 }
 
-/// The transport the address path reduces with: NCCL (made on first use, a collective of every
-/// rank) or the MPI communicator's own.
-#[cfg(feature = "cuda")]
-fn address_collectives<'a>(
-    nccl: bool,
-    nccl_comm: &'a mut Option<fucina_dist::nccl::NcclComm>,
-    comm: &'a dyn Communicator,
-    ordinal: Option<usize>,
-) -> Result<&'a dyn AddressCollectives> {
-    if !nccl {
-        return mpi_by_address(comm);
-    }
-    if nccl_comm.is_none() {
-        let ordinal =
-            ordinal.ok_or_else(|| anyhow!("dist.transport = \"nccl\" needs the cuda backend"))?;
-        *nccl_comm = Some(fucina_dist::nccl::NcclComm::new(comm, ordinal)?);
-    }
-    Ok(nccl_comm.as_ref().expect("made above"))
+/// The transport that takes memory by address (`mpi-device`, `nccl`), with NCCL's communicator
+/// once made.
+#[derive(Default)]
+pub struct AddressTransport {
+    /// NCCL rather than the MPI communicator's own collectives.
+    pub nccl: bool,
+    #[cfg(feature = "cuda")]
+    nccl_comm: Option<fucina_dist::nccl::NcclComm>,
 }
 
-#[cfg(not(feature = "cuda"))]
-fn address_collectives(nccl: bool, comm: &dyn Communicator) -> Result<&dyn AddressCollectives> {
-    match nccl {
-        true => Err(anyhow!(
-            "this fucina was built without cuda, which nccl needs"
-        )),
-        false => mpi_by_address(comm),
+impl AddressTransport {
+    /// NCCL when `nccl`, else the MPI communicator's collectives.
+    pub fn new(nccl: bool) -> Self {
+        Self {
+            nccl,
+            #[cfg(feature = "cuda")]
+            nccl_comm: None,
+        }
+    }
+
+    /// The collectives to reduce with: NCCL (made on first use, a collective of every rank,
+    /// on CUDA device `ordinal`) or the MPI communicator's own.
+    pub(crate) fn collectives<'a>(
+        &'a mut self,
+        comm: &'a dyn Communicator,
+        ordinal: Option<usize>,
+    ) -> Result<&'a dyn AddressCollectives> {
+        if !self.nccl {
+            return mpi_by_address(comm);
+        }
+        #[cfg(feature = "cuda")]
+        {
+            if self.nccl_comm.is_none() {
+                let ordinal = ordinal
+                    .ok_or_else(|| anyhow!("dist.transport = \"nccl\" needs the cuda backend"))?;
+                self.nccl_comm = Some(fucina_dist::nccl::NcclComm::new(comm, ordinal)?);
+            }
+            Ok(self.nccl_comm.as_ref().expect("made above"))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = ordinal;
+            Err(anyhow!(
+                "this fucina was built without cuda, which nccl needs"
+            ))
+        }
+    }
+}
+
+/// A GPU-aware MPI may need the GPU's context current on its calling thread (UCX does).
+pub(crate) fn bind_device_on_thread(ordinal: Option<usize>) -> impl Fn() + Sync {
+    move || {
+        #[cfg(feature = "cuda")]
+        if let Some(ordinal) = ordinal {
+            let _ = fucina_dist::nccl::bind_device(ordinal);
+        }
+        let _ = ordinal;
     }
 }
 

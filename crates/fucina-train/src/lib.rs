@@ -28,6 +28,7 @@ pub mod plot;
 pub mod precision;
 pub mod projection;
 pub mod rss;
+mod staged_grads;
 pub mod stages;
 pub mod stop;
 pub mod threads;
@@ -36,6 +37,7 @@ pub mod transport;
 pub mod update;
 pub mod watchdog;
 pub mod zero;
+mod zero_address;
 
 pub use backend::{dispatch, BackendKind, BackendTask};
 pub use config::RunConfig;

@@ -10,13 +10,13 @@
 use crate::checkpoint::{record_from_bytes, record_to_bytes, OptimFormat};
 use crate::config::{Precision, RunConfig};
 use crate::flat_moments::{state_of, AdamRecord, FlatMoments};
-use crate::grads::{GradSync, SyncStats};
+use crate::grads::{AddressTransport, GradSync, SyncStats};
 use crate::optim::AdamW;
 use crate::precision::{cast_frozen, cast_params};
 use crate::stages::Stages;
 use crate::transport::{resolve, Probe, Transport};
 use crate::zero::{Layout, ZeroAdamW};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsParams, Optimizer};
@@ -56,20 +56,24 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         let masters = config.precision.keeps_masters();
         let mut transport = None;
         let kind = if config.dist.shard_optimizer {
-            let why = match config.dist.transport {
-                Transport::Auto | Transport::MpiHost => String::new(),
-                asked => format!("not {}: ", asked.name()),
-            };
-            transport = (comm.size() > 1).then(|| {
-                let why = format!(
-                    "{why}the sharded optimizer updates its block on the host, so the blocks \
-                     travel from host memory"
-                );
-                (Transport::MpiHost, why)
-            });
             let layout = Layout::of::<B, M>(model);
             let ranks = (comm.rank(), comm.size());
-            Kind::Sharded(ZeroAdamW::new(adamw, max_norm, layout, ranks, masters))
+            let mut zero = ZeroAdamW::new(adamw, max_norm, layout, ranks, masters);
+            if comm.size() > 1 {
+                let probe = Probe::of(config.backend, comm)?;
+                let (chosen, why) = resolve(config.dist.transport, config.backend, &probe)?;
+                let (how, address) = match chosen {
+                    Transport::MpiHost => ("the blocks travel from host memory", None),
+                    nccl => (
+                        "the blocks are reduced and gathered there, only this rank's crosses \
+                         to the host",
+                        Some(AddressTransport::new(nccl == Transport::Nccl)),
+                    ),
+                };
+                zero.address = address;
+                transport = Some((chosen, format!("{why}; sharded optimizer: {how}")));
+            }
+            Kind::Sharded(zero)
         } else {
             let mut sync = GradSync::new(max_norm, config.dist.bucket_bytes());
             sync.f32_grads = masters;
@@ -77,7 +81,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
                 let probe = Probe::of(config.backend, comm)?;
                 let (chosen, why) = resolve(config.dist.transport, config.backend, &probe)?;
                 sync.packing = chosen.packing(config.backend);
-                sync.nccl = chosen == Transport::Nccl;
+                sync.address.nccl = chosen == Transport::Nccl;
                 transport = Some((chosen, why));
             }
             Kind::Replicated {
@@ -162,7 +166,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
     /// Whether micro-batch gradients go to `accumulate` (the host's f32 sum of the sharded
     /// optimizer) rather than being summed on the device.
     pub fn accumulates_on_host(&self) -> bool {
-        matches!(self.kind, Kind::Sharded(_))
+        matches!(&self.kind, Kind::Sharded(zero) if zero.accumulates_on_host())
     }
 
     /// Adds one micro-batch's gradients to the step's host sum (see `accumulates_on_host`);
@@ -311,13 +315,7 @@ impl<B: AutodiffBackend> Updater<B, Llama<B>> {
                 *grads = Some((summed, stats.grad_scale));
                 Ok(stats)
             }
-            Kind::Sharded(zero) => {
-                ensure!(
-                    earlier.is_none(),
-                    "the sharded optimizer sums earlier micro-batches on the host"
-                );
-                zero.sync_staged(model, stages, comm)
-            }
+            Kind::Sharded(zero) => zero.sync_staged(model, stages, earlier, comm),
         }
     }
 }

@@ -6,9 +6,11 @@
 
 use crate::flat_moments::FlatMoments;
 use crate::grads::{
-    clip_factor, collect, download, flatten, sum_of_squares, trainable_shapes, FlatGrads, SyncStats,
+    clip_factor, download, flatten, sum_of_squares, trainable_shapes, AddressTransport, FlatGrads,
+    SyncStats,
 };
 use crate::optim::{AdamW, HostSlices};
+use crate::staged_grads::StagedGrads;
 use crate::stages::Stages;
 use anyhow::{bail, ensure, Result};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
@@ -86,6 +88,9 @@ pub struct ZeroAdamW {
     /// `flat` holds a partial sum of this step's micro-batch gradients.
     summing: bool,
     pending: bool,
+    /// `mpi-device`/`nccl`: the blocks are reduced and gathered where the model is
+    /// (`zero_address.rs`), and micro-batches are summed there rather than on the host.
+    pub address: Option<AddressTransport>,
 }
 
 impl ZeroAdamW {
@@ -123,6 +128,7 @@ impl ZeroAdamW {
             weights_read: false,
             summing: false,
             pending: false,
+            address: None,
         }
     }
 
@@ -185,12 +191,48 @@ impl ZeroAdamW {
         comm: &dyn Communicator,
     ) -> Result<SyncStats> {
         let started = Instant::now();
+        if let Some(mut transport) = self.address.take() {
+            let mut grads = grads;
+            let FlatGrads { parts, .. } = flatten::<B, M>(model, &mut grads);
+            let device = parts.first().map(|p| p.device()).unwrap_or_default();
+            let mut parts: Vec<_> = parts.into_iter().map(Some).collect();
+            let mut take = |i: usize| parts[i].take().expect("each gradient is taken once");
+            let waited = self.reduce_by_address(&mut transport, &device, &mut take, comm);
+            self.address = Some(transport);
+            return self.clip(comm, started, waited?, 0.0);
+        }
         self.accumulate::<B, M>(model, grads)?;
         self.summing = false;
         let blocked = Instant::now();
         comm.reduce_scatter_sum(&self.flat, &mut self.grads)?;
         let waited = blocked.elapsed().as_secs_f64();
         self.clip(comm, started, waited, 0.0)
+    }
+
+    /// Where the step's micro-batches are summed: on the host, unless the blocks are reduced
+    /// where the model is.
+    pub fn accumulates_on_host(&self) -> bool {
+        self.address.is_none()
+    }
+
+    pub(crate) fn block(&self) -> usize {
+        self.block
+    }
+
+    pub(crate) fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
+    /// This rank's block of the summed gradients, reduced elsewhere.
+    pub(crate) fn set_grads(&mut self, values: Vec<f32>) -> Result<()> {
+        ensure!(
+            values.len() == self.block,
+            "a reduced block of {} values, not {}",
+            values.len(),
+            self.block
+        );
+        self.grads = values;
+        Ok(())
     }
 
     /// As `sync`, for the step's last micro-batch with its backward still to run: block r of
@@ -200,7 +242,8 @@ impl ZeroAdamW {
     pub fn sync_staged<B: AutodiffBackend>(
         &mut self,
         model: &Llama<B>,
-        mut stages: Stages<B>,
+        stages: Stages<B>,
+        earlier: Option<GradientsParams>,
         comm: &dyn Communicator,
     ) -> Result<SyncStats> {
         let started = Instant::now();
@@ -210,13 +253,24 @@ impl ZeroAdamW {
             stage_of.len() == ranges.len(),
             "the trainable parameters changed after the sharded optimizer was built"
         );
+        let lens = ranges.iter().map(|(r, _)| r.len()).collect();
+        if let Some(mut transport) = self.address.take() {
+            let mut staged = StagedGrads::new(model, stages, earlier, lens);
+            let device = staged.device();
+            let mut take = |i: usize| staged.take(i);
+            let waited = self.reduce_by_address(&mut transport, &device, &mut take, comm);
+            self.address = Some(transport);
+            return self.clip(comm, started, waited?, staged.backward_seconds);
+        }
+        ensure!(
+            earlier.is_none(),
+            "the sharded optimizer sums earlier micro-batches on the host"
+        );
         let (block, summing) = (self.block, self.summing);
-        let mut done: Vec<Option<Tensor<B::InnerBackend, 1>>> = vec![None; ranges.len()];
         // A gradient that spans two blocks, kept for the lower one after filling the upper.
         let mut kept: Vec<Option<Vec<f32>>> = vec![None; ranges.len()];
-        let (mut stages_run, mut backward_seconds) = (0, 0.0);
         let mut failure = None;
-        let device = model.embed_tokens.weight.val().inner().device();
+        let mut staged = StagedGrads::new(model, stages, None, lens);
         let mut fill = |r: usize, chunk: &mut [f32]| {
             let (lo, hi) = (r * block, (r + 1) * block);
             if !summing {
@@ -229,16 +283,7 @@ impl ZeroAdamW {
                 let values = match kept[i].take() {
                     Some(values) => values,
                     None => {
-                        while stages_run <= stage_of[i] {
-                            let t = Instant::now();
-                            collect::<B, _>(model, stages.advance(), &mut done);
-                            stages_run += 1;
-                            backward_seconds += t.elapsed().as_secs_f64();
-                        }
-                        let grad = done[i]
-                            .take()
-                            .unwrap_or_else(|| Tensor::zeros([range.len()], &device));
-                        match download(grad) {
+                        match download(staged.take(i)) {
                             Ok(values) => values,
                             Err(e) => {
                                 // Zeros travel instead, so that no rank is left waiting.
@@ -265,7 +310,7 @@ impl ZeroAdamW {
         if let Some(e) = failure {
             return Err(e);
         }
-        self.clip(comm, started, waited, backward_seconds)
+        self.clip(comm, started, waited, staged.backward_seconds)
     }
 
     /// Averages and clips this rank's reduced block by the global norm (one all-reduce of a
@@ -363,6 +408,11 @@ impl ZeroAdamW {
         self.moments.time = time;
         self.pending = false;
 
+        if let Some(mut transport) = self.address.take() {
+            let gathered = self.gather_by_address::<B, M>(&mut transport, model, comm);
+            self.address = Some(transport);
+            return gathered;
+        }
         let blocked = Instant::now();
         comm.all_gather(&self.weights, &mut self.flat)?;
         let comm_seconds = blocked.elapsed().as_secs_f64();

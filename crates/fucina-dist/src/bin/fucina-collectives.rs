@@ -62,52 +62,95 @@ fn check(comm: &dyn Communicator) -> Result<()> {
 
     // By address (mpi-device): host memory here, a GPU's where the MPI is GPU-aware. Each
     // span's sum lands in its own buffer, and the sends are left as they were.
-    match comm.by_address() {
-        Some(collectives) => {
-            let sizes = [3usize, 0, 70_001, 17];
-            let value = |k: usize, j: usize| (rank * 1000 + k * 7 + j % 13) as f32;
-            let mut sends: Vec<Vec<f32>> = sizes
-                .iter()
-                .enumerate()
-                .map(|(k, &n)| (0..n).map(|j| value(k, j)).collect())
-                .collect();
-            let mut recvs: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![-1.0; n]).collect();
-            let spans: Vec<fucina_dist::Span> = sends
-                .iter_mut()
-                .zip(recvs.iter_mut())
-                .map(|(s, r)| fucina_dist::Span {
-                    send: s.as_mut_ptr() as u64,
-                    recv: r.as_mut_ptr() as u64,
-                    len: s.len(),
-                })
-                .collect();
-            let mut order = Vec::new();
-            // SAFETY: the buffers outlive the call and are not touched during it.
-            let timing = unsafe {
-                collectives.all_reduce_sum_spans(sizes.len(), true, &|| (), &mut |k| {
-                    order.push(k);
-                    spans[k]
-                })?
-            };
-            ensure!(order == [0, 1, 2, 3], "spans filled in order {order:?}");
-            let squares: f64 = recvs.iter().map(|r| fucina_dist::sum_of_squares(r)).sum();
-            ensure!(
-                timing.sum_of_squares == squares,
-                "the spans' sum of squares is {}, expected {squares}",
-                timing.sum_of_squares
-            );
-            for (k, recv) in recvs.iter().enumerate() {
-                for (j, v) in recv.iter().enumerate() {
-                    let expected = 1000.0 * ranks_sum + (n * (k * 7 + j % 13)) as f32;
-                    ensure!(*v == expected, "span {k}[{j}] = {v}, expected {expected}");
-                    ensure!(
-                        sends[k][j] == value(k, j),
-                        "span {k}[{j}]: send overwritten"
-                    );
-                }
+    if let Some(collectives) = comm.by_address() {
+        let sizes = [3usize, 0, 70_001, 17];
+        let value = |k: usize, j: usize| (rank * 1000 + k * 7 + j % 13) as f32;
+        let mut sends: Vec<Vec<f32>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|j| value(k, j)).collect())
+            .collect();
+        let mut recvs: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![-1.0; n]).collect();
+        let spans: Vec<fucina_dist::Span> = sends
+            .iter_mut()
+            .zip(recvs.iter_mut())
+            .map(|(s, r)| fucina_dist::Span {
+                send: s.as_mut_ptr() as u64,
+                recv: r.as_mut_ptr() as u64,
+                len: s.len(),
+            })
+            .collect();
+        let mut order = Vec::new();
+        // SAFETY: the buffers outlive the call and are not touched during it.
+        let timing = unsafe {
+            collectives.all_reduce_sum_spans(sizes.len(), true, &|| (), &mut |k| {
+                order.push(k);
+                spans[k]
+            })?
+        };
+        ensure!(order == [0, 1, 2, 3], "spans filled in order {order:?}");
+        let squares: f64 = recvs.iter().map(|r| fucina_dist::sum_of_squares(r)).sum();
+        ensure!(
+            timing.sum_of_squares == squares,
+            "the spans' sum of squares is {}, expected {squares}",
+            timing.sum_of_squares
+        );
+        for (k, recv) in recvs.iter().enumerate() {
+            for (j, v) in recv.iter().enumerate() {
+                let expected = 1000.0 * ranks_sum + (n * (k * 7 + j % 13)) as f32;
+                ensure!(*v == expected, "span {k}[{j}] = {v}, expected {expected}");
+                ensure!(
+                    sends[k][j] == value(k, j),
+                    "span {k}[{j}]: send overwritten"
+                );
             }
         }
-        None => println!("rank {rank}: no collectives by address (one process, or an MPI below MPI_THREAD_SERIALIZED)"),
+    }
+    // ZeRO-1 by address: block r reduced to rank r (filled from the last), then gathered.
+    if let Some(collectives) = comm.by_address() {
+        let block = 1001;
+        let value = |r: usize, j: usize| (rank * 10 + r * 3 + j % 11) as f32;
+        let mut sends: Vec<Vec<f32>> = (0..n)
+            .map(|r| (0..block).map(|j| value(r, j)).collect())
+            .collect();
+        let mut recvs: Vec<Vec<f32>> = (0..n).map(|_| vec![-1.0; block]).collect();
+        let mut order = Vec::new();
+        // SAFETY: the buffers outlive the calls and are not touched during them.
+        unsafe {
+            collectives.reduce_spans_to_owners(&|| (), &mut |r| {
+                order.push(r);
+                fucina_dist::Span {
+                    send: sends[r].as_mut_ptr() as u64,
+                    recv: recvs[r].as_mut_ptr() as u64,
+                    len: block,
+                }
+            })?
+        };
+        ensure!(
+            order == (0..n).rev().collect::<Vec<_>>(),
+            "blocks reduced in order {order:?}"
+        );
+        for (j, v) in recvs[rank].iter().enumerate() {
+            let expected = 10.0 * ranks_sum + (n * (rank * 3 + j % 11)) as f32;
+            ensure!(
+                *v == expected,
+                "owned block [{j}] = {v}, expected {expected}"
+            );
+        }
+        let mut mine: Vec<f32> = (0..block).map(|j| (rank * block + j) as f32).collect();
+        let mut all = vec![-1.0f32; n * block];
+        let span = fucina_dist::Span {
+            send: mine.as_mut_ptr() as u64,
+            recv: all.as_mut_ptr() as u64,
+            len: block,
+        };
+        // SAFETY: as above.
+        unsafe { collectives.all_gather_span(span)? };
+        let expected: Vec<f32> = (0..n * block).map(|i| i as f32).collect();
+        ensure!(all == expected, "all-gather by address differs");
+    }
+    if comm.by_address().is_none() {
+        println!("rank {rank}: no collectives by address (one process, or an MPI below MPI_THREAD_SERIALIZED)");
     }
 
     let block = 5;
