@@ -470,13 +470,14 @@ fn run<B: AutodiffBackend>(
             Err(e) => eprintln!("warning: no loss plot: {e:#}"),
         }
         if options.sample_tokens > 0 && stopped_by.is_none() {
+            // Cool and narrow: a model minutes old shows the words it has learnt, not its noise.
             let text = generate::sample(
                 &model.valid(),
                 &tokenizer,
                 "",
                 options.sample_tokens,
-                0.8,
-                40,
+                0.3,
+                10,
                 config.seed,
                 device,
             )?;
