@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fucina_data::{prepare, train_bpe, PrepareOptions, TextTokenizer};
+use fucina_data::{prepare, PrepareOptions, TextTokenizer};
 use fucina_dist::CollectiveError;
 use fucina_train::generate::{self, GenerateOptions};
 use fucina_train::{plot, RunConfig, TrainOptions, TrainSummary};
@@ -42,8 +42,8 @@ enum Command {
     /// {"messages": [{"role", "content"}, ...]} for fine-tuning) into token shards.
     Prepare {
         /// tokenizer.json (Hugging Face format), or `builtin`.
-        #[arg(long)]
-        tokenizer: String,
+        #[arg(long, required_unless_present = "merge")]
+        tokenizer: Option<String>,
         /// Output directory for train_*.bin, val_*.bin and meta.json.
         #[arg(long)]
         out: PathBuf,
@@ -61,7 +61,17 @@ enum Command {
         /// which are stored one per row of SEQ_LEN + 1 tokens.
         #[arg(long)]
         seq_len: Option<usize>,
-        #[arg(required = true)]
+        /// Column of .parquet inputs that holds the documents.
+        #[arg(long, default_value = "text")]
+        text_column: String,
+        /// Tokenise only part I of N (counted from 0, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)
+        /// into OUT/parts/; text only. Run every part with the same arguments, then --merge.
+        #[arg(long, value_name = "I/N")]
+        part: Option<fucina_data::prepare::Part>,
+        /// Join the parts in OUT/parts/ into OUT (byte-identical to one process doing it all).
+        #[arg(long, conflicts_with_all = ["tokenizer", "part", "inputs", "chat_template", "seq_len"])]
+        merge: bool,
+        #[arg(required_unless_present = "merge")]
         inputs: Vec<PathBuf>,
     },
     /// Tokenizer tools.
@@ -127,6 +137,9 @@ enum TokenizerCommand {
         vocab_size: usize,
         #[arg(long)]
         out: PathBuf,
+        /// Column of .parquet inputs that holds the documents.
+        #[arg(long, default_value = "text")]
+        text_column: String,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
@@ -248,8 +261,17 @@ pub fn run() -> Result<()> {
             shard_tokens,
             chat_template,
             seq_len,
+            text_column,
+            part,
+            merge,
             inputs,
         } => {
+            if merge {
+                let summary = fucina_data::prepare::merge_parts(&out, true)?;
+                eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+                return Ok(());
+            }
+            let tokenizer_spec = tokenizer_spec.expect("clap requires --tokenizer without --merge");
             let tokenizer = fucina_train::data::load_tokenizer(&tokenizer_spec)?;
             // A Hugging Face model directory holds both files side by side.
             let chat_template = chat_template.or_else(|| {
@@ -264,7 +286,23 @@ pub fn run() -> Result<()> {
                 progress: true,
                 chat_template,
                 seq_len,
+                text_column,
             };
+            if let Some(part) = part {
+                let meta =
+                    fucina_data::prepare::prepare_part(&tokenizer, &inputs, &out, &options, part)?;
+                eprintln!(
+                    "part {part}: {} of {} files, {} train + {} val tokens in {}; when every part \
+                     is done: fucina prepare --merge --out {}",
+                    meta.file_count,
+                    meta.files.len(),
+                    meta.train.tokens,
+                    meta.val.tokens,
+                    part.dir(&out).display(),
+                    out.display()
+                );
+                return Ok(());
+            }
             let summary = prepare(&tokenizer, &inputs, &out, &options)?;
             eprintln!("{}", serde_json::to_string_pretty(&summary)?);
             if let Some(chat) = summary.chat.filter(|c| c.truncated + c.dropped > 0) {
@@ -280,10 +318,17 @@ pub fn run() -> Result<()> {
                 TokenizerCommand::Train {
                     vocab_size,
                     out,
+                    text_column,
                     inputs,
                 },
         } => {
-            train_bpe(&inputs, vocab_size, &out, true)?;
+            fucina_data::tokenizer::train_bpe_with_column(
+                &inputs,
+                &text_column,
+                vocab_size,
+                &out,
+                true,
+            )?;
             let tokenizer = TextTokenizer::from_file(&out)?;
             eprintln!(
                 "wrote {} ({} tokens)",

@@ -93,6 +93,36 @@ fn tokenizer_prepare_train_resume_generate_plot() {
     ]);
     assert!(data.join("train_000000.bin").is_file() && data.join("val_000000.bin").is_file());
 
+    // The same in three parts (as three array tasks would), merged: the same bytes.
+    let parts = dir.join("data-parts");
+    for part in ["2/3", "0/3", "1/3"] {
+        ok(&[
+            "prepare",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--out",
+            parts.to_str().unwrap(),
+            "--val-fraction",
+            "0.2",
+            "--part",
+            part,
+            text.to_str().unwrap(),
+        ]);
+    }
+    ok(&["prepare", "--merge", "--out", parts.to_str().unwrap()]);
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let name = entry.unwrap().file_name();
+        let (a, b) = (data.join(&name), parts.join(&name));
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{name:?} differs"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&parts).unwrap().count(),
+        std::fs::read_dir(&data).unwrap().count()
+    );
+
     let config = dir.join("run.toml");
     std::fs::write(&config, run_toml(dir)).unwrap();
     let config = config.to_str().unwrap();

@@ -72,7 +72,7 @@ mod tests {
         }
         let paths = write_builtin_corpus(dir.path()).unwrap();
         assert_eq!(paths.len(), builtin_languages().len());
-        let files = collect_files(&[dir.path().to_owned()]).unwrap();
+        let files = collect_files(&[dir.path().to_owned()], "text").unwrap();
         let read: Vec<String> = Documents::new(files, indicatif::ProgressBar::hidden())
             .collect::<Result<_>>()
             .unwrap();

@@ -3,10 +3,12 @@
 //! that is later tokenized.
 //!
 //! Rules:
-//! - A file named explicitly is read whatever its extension: `.jsonl` as
-//!   JSON Lines, anything else as UTF-8 text.
+//! - A file named explicitly is read whatever its extension: `.parquet` as
+//!   Parquet, `.jsonl` as JSON Lines, anything else as UTF-8 text; a `.gz`
+//!   or `.zst` suffix is decompressed first (`notes.jsonl.zst` is JSONL).
 //! - A directory is walked recursively in byte order of names, taking only
-//!   `.txt`, `.md` and `.jsonl` files and skipping names that start with `.`.
+//!   `.txt`, `.md`, `.jsonl` (each also as `.gz` / `.zst`) and `.parquet`
+//!   files and skipping names that start with `.`.
 //! - Text files are split into documents at empty (or whitespace-only)
 //!   lines; each document is its lines verbatim, minus the final line ending.
 //!   A leading UTF-8 byte-order mark is dropped.
@@ -16,85 +18,52 @@
 //!   "...", "content": "..."}, ...]}` (it wins over a `"text"` on the same
 //!   line). Only `prepare` accepts these; each is validated where it is read,
 //!   and errors name the file and line.
-//! - Empty documents are skipped in both formats.
+//! - Parquet files give one document per row from a top-level string column
+//!   (`text` unless another is chosen); null rows count as empty.
+//! - Empty documents are skipped in all formats.
+
+mod compressed;
+mod files;
+mod lines;
+mod parquet;
+
+pub(crate) use files::collect_files;
 
 use crate::chat::Conversation;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use indicatif::ProgressBar;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
+use lines::LineReader;
+use parquet::ParquetReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const DIR_EXTENSIONS: &[&str] = &["txt", "md", "jsonl"];
 const BOM: char = '\u{feff}';
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FileKind {
     Text,
     Jsonl,
+    /// Documents are the rows of this column.
+    Parquet {
+        column: Arc<str>,
+    },
+}
+
+/// How a text or JSONL file is stored; Parquet compresses inside the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+    Zstd,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct InputFile {
     pub path: PathBuf,
     pub kind: FileKind,
+    pub compression: Compression,
+    /// Size on disk (compressed size for compressed files).
     pub bytes: u64,
-}
-
-/// Expands `inputs` into the ordered list of files to read.
-pub(crate) fn collect_files(inputs: &[PathBuf]) -> Result<Vec<InputFile>> {
-    let mut files = Vec::new();
-    for input in inputs {
-        let meta = fs::metadata(input)
-            .with_context(|| format!("input {} not found or unreadable", input.display()))?;
-        if meta.is_dir() {
-            walk_dir(input, &mut files)?;
-        } else {
-            files.push(input_file(input.clone(), meta.len()));
-        }
-    }
-    if files.is_empty() {
-        bail!("no input files found (directories are searched for .txt, .md and .jsonl files)");
-    }
-    Ok(files)
-}
-
-fn walk_dir(dir: &Path, files: &mut Vec<InputFile>) -> Result<()> {
-    let mut entries = fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_context(|| format!("listing {}", dir.display()))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        // `fs::metadata` follows symlinks, so linked corpora are included.
-        let meta = fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
-        if meta.is_dir() {
-            walk_dir(&path, files)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| DIR_EXTENSIONS.contains(&e))
-        {
-            files.push(input_file(path, meta.len()));
-        }
-    }
-    Ok(())
-}
-
-fn input_file(path: PathBuf, bytes: u64) -> InputFile {
-    let kind = if path.extension().is_some_and(|e| e == "jsonl") {
-        FileKind::Jsonl
-    } else {
-        FileKind::Text
-    };
-    InputFile { path, kind, bytes }
 }
 
 /// Splits an in-memory text by the same rule the streaming reader uses.
@@ -140,16 +109,36 @@ pub(crate) enum Record {
 #[derive(Debug, Clone)]
 pub(crate) struct Location {
     pub path: Arc<Path>,
-    pub line: usize,
+    pub place: Place,
+}
+
+/// 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    Line(usize),
+    Row(u64),
+}
+
+impl Location {
+    pub(crate) fn line(path: Arc<Path>, line: usize) -> Self {
+        Self {
+            path,
+            place: Place::Line(line),
+        }
+    }
 }
 
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.path.display(), self.line)
+        match self.place {
+            Place::Line(n) => write!(f, "{}:{n}", self.path.display()),
+            Place::Row(n) => write!(f, "{}: row {n}", self.path.display()),
+        }
     }
 }
 
-/// Streams the records of `files` in order, advancing `bar` by bytes read.
+/// Streams the records of `files` in order, advancing `bar` by bytes read
+/// from disk.
 pub(crate) struct Records {
     files: std::vec::IntoIter<InputFile>,
     current: Option<Reader>,
@@ -160,25 +149,9 @@ pub(crate) struct Records {
 /// conversations (tokenizer training), which get an error naming the line.
 pub(crate) struct Documents(Records);
 
-struct Reader {
-    file: InputFile,
-    shared_path: Arc<Path>,
-    lines: BufReader<File>,
-    line_no: usize,
-    buf: Vec<u8>,
-}
-
-#[derive(Deserialize)]
-struct JsonlLine {
-    text: Option<String>,
-    /// Only its presence is looked at here; conversations are parsed again
-    /// into template values, which keep the order of their fields.
-    messages: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct ChatLine {
-    messages: minijinja::Value,
+enum Reader {
+    Lines(LineReader),
+    Parquet(Box<ParquetReader>),
 }
 
 impl Documents {
@@ -217,24 +190,21 @@ impl Records {
                 let Some(file) = self.files.next() else {
                     return Ok(None);
                 };
-                let f = File::open(&file.path)
-                    .with_context(|| format!("opening {}", file.path.display()))?;
-                let lines = BufReader::with_capacity(1 << 20, f);
-                self.current = Some(Reader {
-                    shared_path: Arc::from(file.path.as_path()),
-                    file,
-                    lines,
-                    line_no: 0,
-                    buf: Vec::new(),
+                self.current = Some(match &file.kind {
+                    FileKind::Parquet { column } => {
+                        Reader::Parquet(Box::new(ParquetReader::open(&file, column, &self.bar)?))
+                    }
+                    FileKind::Text | FileKind::Jsonl => {
+                        Reader::Lines(LineReader::open(&file, &self.bar)?)
+                    }
                 });
             }
-            let reader = self.current.as_mut().expect("just set");
-            let doc = match reader.file.kind {
-                FileKind::Text => reader.next_text(&self.bar)?.map(Record::Text),
-                FileKind::Jsonl => reader.next_jsonl(&self.bar)?,
+            let record = match self.current.as_mut().expect("just set") {
+                Reader::Lines(r) => r.next_record()?,
+                Reader::Parquet(r) => r.next_doc()?.map(Record::Text),
             };
-            match doc {
-                Some(doc) => return Ok(Some(doc)),
+            match record {
+                Some(record) => return Ok(Some(record)),
                 None => self.current = None,
             }
         }
@@ -246,81 +216,6 @@ impl Iterator for Records {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_record().transpose()
-    }
-}
-
-impl Reader {
-    /// Reads one line into `self.buf`; `false` at end of file.
-    fn read_line(&mut self, bar: &ProgressBar) -> Result<bool> {
-        self.buf.clear();
-        let n = self
-            .lines
-            .read_until(b'\n', &mut self.buf)
-            .with_context(|| format!("reading {}", self.file.path.display()))?;
-        bar.inc(n as u64);
-        self.line_no += 1;
-        Ok(n > 0)
-    }
-
-    fn line_str(&self) -> Result<&str> {
-        let line = std::str::from_utf8(&self.buf).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}: not valid UTF-8 ({e})",
-                self.file.path.display(),
-                self.line_no
-            )
-        })?;
-        Ok(if self.line_no == 1 {
-            line.strip_prefix(BOM).unwrap_or(line)
-        } else {
-            line
-        })
-    }
-
-    fn next_text(&mut self, bar: &ProgressBar) -> Result<Option<String>> {
-        let mut doc = String::new();
-        while self.read_line(bar)? {
-            let line = self.line_str()?;
-            if !line.trim().is_empty() {
-                doc.push_str(line);
-            } else if !doc.is_empty() {
-                break;
-            }
-        }
-        let trailing = line_ending_len(&doc);
-        doc.truncate(doc.len() - trailing);
-        Ok((!doc.is_empty()).then_some(doc))
-    }
-
-    fn next_jsonl(&mut self, bar: &ProgressBar) -> Result<Option<Record>> {
-        while self.read_line(bar)? {
-            let line = self.line_str()?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = Location {
-                path: self.shared_path.clone(),
-                line: self.line_no,
-            };
-            let parsed: JsonlLine = serde_json::from_str(line).map_err(|e| {
-                anyhow::anyhow!(
-                    "{at}: expected a JSON object with a string \"text\" field or a \"messages\" list ({e})"
-                )
-            })?;
-            if parsed.messages.is_some() {
-                let chat: ChatLine = serde_json::from_str(line)
-                    .map_err(|e| anyhow::anyhow!("{at}: reading \"messages\" ({e})"))?;
-                let conversation = Conversation::from_value(&chat.messages)
-                    .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-                return Ok(Some(Record::Chat(conversation, at)));
-            }
-            match parsed.text {
-                Some(text) if !text.is_empty() => return Ok(Some(Record::Text(text))),
-                Some(_) => {}
-                None => bail!("{at}: expected a JSON object with a string \"text\" field or a \"messages\" list"),
-            }
-        }
-        Ok(None)
     }
 }
 
@@ -339,6 +234,7 @@ mod tests {
         let file = InputFile {
             path: f.path().to_owned(),
             kind: FileKind::Text,
+            compression: Compression::None,
             bytes: text.len() as u64,
         };
         let streamed: Vec<String> = Documents::new(vec![file], ProgressBar::hidden())

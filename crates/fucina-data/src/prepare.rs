@@ -11,6 +11,15 @@
 //! guarantee a non-empty validation set and every malformed input is
 //! reported before any output is written.
 //!
+//! # Parts
+//!
+//! `prepare_part` tokenizes one of N contiguous runs of the input files
+//! (balanced by bytes, see `part`) into `<out>/parts/part_I_of_N/`, for
+//! Slurm array jobs or one task per node; `merge_parts` joins the N parts
+//! into `<out>`, byte-identical to a single-process `prepare` of the same
+//! inputs. The split keys documents by file and position within the file
+//! (see `split`) so a part needs to read only its own files.
+//!
 //! # Conversations
 //!
 //! If any JSONL line holds a conversation (`{"messages": [...]}`), the
@@ -41,27 +50,30 @@
 //! complete output.
 
 mod chat;
+mod keyed;
+mod merge;
 mod meta;
 mod outdir;
+mod part;
+mod pipeline;
 mod rows;
 mod sink;
 mod split;
+mod stream;
 
+pub use merge::merge_parts;
 pub use meta::{ChatMeta, ChatSummary, PrepareMeta, SplitMeta, META_FILE, META_FORMAT};
+pub use part::{prepare_part, Part, PartMeta, PARTS_DIR};
 
-use crate::input::{collect_files, Documents, InputFile, Location, Record, Records};
+use crate::input::collect_files;
 use crate::progress::bytes_bar;
 use crate::tokenizer::TextTokenizer;
-use anyhow::{bail, Result};
-use indicatif::ProgressBar;
+use anyhow::{bail, Context, Result};
+use keyed::count_records;
 use serde::{Deserialize, Serialize};
-use sink::SplitSink;
 use split::Split;
 use std::path::{Path, PathBuf};
-
-/// Documents are tokenized in batches of about this many bytes, large
-/// enough to keep every core busy, small enough to bound memory.
-const BATCH_BYTES: usize = 8 << 20;
+use stream::write_streams;
 
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
@@ -77,6 +89,8 @@ pub struct PrepareOptions {
     /// The training sequence length; required for conversations, which are
     /// stored one per row of `seq_len + 1` tokens. Unused for text.
     pub seq_len: Option<usize>,
+    /// The column parquet inputs are read from.
+    pub text_column: String,
 }
 
 impl Default for PrepareOptions {
@@ -87,6 +101,7 @@ impl Default for PrepareOptions {
             progress: false,
             chat_template: None,
             seq_len: None,
+            text_column: "text".into(),
         }
     }
 }
@@ -114,21 +129,17 @@ pub fn prepare(
     out_dir: &Path,
     opts: &PrepareOptions,
 ) -> Result<PrepareSummary> {
-    if !(0.0..1.0).contains(&opts.val_fraction) {
-        bail!("val_fraction must be in [0, 1), got {}", opts.val_fraction);
-    }
-    if opts.shard_tokens == 0 {
-        bail!("shard_tokens must be positive");
-    }
-    let files = collect_files(inputs)?;
+    check_options(opts)?;
+    let files = collect_files(inputs, &opts.text_column)?;
     let total_bytes = files.iter().map(|f| f.bytes).sum();
 
     let bar = bytes_bar(total_bytes, opts.progress, "scanning");
-    let (n_docs, first_chat) = count_records(&files, &bar)?;
+    let counted = count_records(&files, &bar)?;
+    let n_docs = counted.total();
     if n_docs == 0 {
         bail!("the inputs contain no documents (all files are empty)");
     }
-    if let Some(first_chat) = first_chat {
+    if let Some(first_chat) = counted.first_chat {
         let inputs = chat::Inputs {
             paths: inputs,
             files: &files,
@@ -138,91 +149,62 @@ pub fn prepare(
         return chat::prepare_chat(tokenizer, inputs, out_dir, opts, &bar);
     }
 
-    let Some(eos_id) = tokenizer.eos_id() else {
-        bail!(
-            "the tokenizer has no EOS token (looked for </s>, <|endoftext|>, <|end_of_text|>, <eos>); \
-             documents must be separated, so add one of these as a special token, \
-             or train a tokenizer with train_bpe, which adds <|endoftext|>"
-        );
-    };
-    let vocab_size = tokenizer.vocab_size();
-    let split = Split::new(n_docs, opts.val_fraction);
+    let eos_id = stream_eos(tokenizer)?;
+    let split = Split::new(&counted.stats(0, opts.val_fraction)?, opts.val_fraction);
 
     outdir::claim(out_dir)?;
-    let mut train = SplitSink::new(out_dir, "train", vocab_size, eos_id, opts.shard_tokens);
-    let mut val = SplitSink::new(out_dir, "val", vocab_size, eos_id, opts.shard_tokens);
     bar.reset();
     bar.set_message("tokenizing");
-    let mut docs = Documents::new(files.clone(), bar.clone());
-    let mut index = 0u64;
-    loop {
-        let batch = next_batch(&mut docs)?;
-        if batch.is_empty() {
-            break;
-        }
-        for tokens in tokenizer.encode_batch(batch)? {
-            let sink = if split.is_val(index) {
-                &mut val
-            } else {
-                &mut train
-            };
-            sink.push_doc(&tokens)?;
-            index += 1;
-        }
-    }
-    if index != n_docs {
-        bail!("the inputs changed while being read: {n_docs} documents when counted, {index} when tokenized");
-    }
-    train.finish()?;
-    val.finish()?;
+    let streams = write_streams(
+        tokenizer,
+        &files,
+        0,
+        &split,
+        &[],
+        out_dir,
+        eos_id,
+        opts.shard_tokens,
+        &bar,
+    )?;
+    check_unchanged(n_docs, streams.docs())?;
     bar.finish_and_clear();
 
-    let split_meta = |sink: SplitSink| SplitMeta {
-        docs: sink.docs,
-        tokens: sink.tokens,
-        shards: sink.shards,
-    };
     let meta = PrepareMeta::new(
         tokenizer,
         eos_id,
         opts,
         inputs,
         &files,
-        split_meta(train),
-        split_meta(val),
+        streams.train.meta(),
+        streams.val.meta(),
         None,
     );
     meta.write(out_dir)?;
-    Ok(PrepareSummary {
-        train_tokens: meta.train.tokens,
-        val_tokens: meta.val.tokens,
-        train_docs: meta.train.docs,
-        val_docs: meta.val.docs,
-        chat: None,
-    })
+    Ok(meta.summary())
 }
 
-/// First pass: validates every input and counts its records, noting the
-/// first conversation if there is one.
-fn count_records(files: &[InputFile], bar: &ProgressBar) -> Result<(u64, Option<Location>)> {
-    let (mut n, mut first_chat) = (0, None);
-    for record in Records::new(files.to_vec(), bar.clone()) {
-        if let Record::Chat(_, at) = record? {
-            first_chat.get_or_insert(at);
-        }
-        n += 1;
+fn check_options(opts: &PrepareOptions) -> Result<()> {
+    if !(0.0..1.0).contains(&opts.val_fraction) {
+        bail!("val_fraction must be in [0, 1), got {}", opts.val_fraction);
     }
-    Ok((n, first_chat))
+    if opts.shard_tokens == 0 {
+        bail!("shard_tokens must be positive");
+    }
+    Ok(())
 }
 
-fn next_batch(docs: &mut Documents) -> Result<Vec<String>> {
-    let (mut batch, mut bytes) = (Vec::new(), 0);
-    while bytes < BATCH_BYTES {
-        let Some(doc) = docs.next().transpose()? else {
-            break;
-        };
-        bytes += doc.len();
-        batch.push(doc);
+/// Text documents are separated by the tokenizer's end-of-text token.
+fn stream_eos(tokenizer: &TextTokenizer) -> Result<u32> {
+    tokenizer.eos_id().context(
+        "the tokenizer has no EOS token (looked for </s>, <|endoftext|>, <|end_of_text|>, <eos>); \
+         documents must be separated, so add one of these as a special token, \
+         or train a tokenizer with train_bpe, which adds <|endoftext|>",
+    )
+}
+
+fn check_unchanged(counted: u64, written: u64) -> Result<()> {
+    if counted != written {
+        bail!("the inputs changed while being read: {counted} documents when counted, {written} when tokenized");
     }
-    Ok(batch)
+    Ok(())
 }

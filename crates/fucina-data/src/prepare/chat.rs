@@ -3,7 +3,7 @@
 
 use super::meta::{ChatMeta, ChatSummary, PrepareMeta, SplitMeta};
 use super::rows::RowSink;
-use super::split::Split;
+use super::split::{Split, SplitStats};
 use super::{outdir, PrepareOptions, PrepareSummary};
 use crate::chat::{ChatEncoder, ChatTemplate, EncodedChat};
 use crate::input::{InputFile, Location, Record, Records};
@@ -63,7 +63,10 @@ pub(super) fn prepare_chat(
     let vocab_size = tokenizer.vocab_size();
 
     outdir::claim(out_dir)?;
-    let split = Split::new(inputs.n_records, opts.val_fraction);
+    // Records are keyed by their index among all records.
+    let mut stats = SplitStats::default();
+    (0..inputs.n_records).for_each(|i| stats.observe(i, opts.val_fraction));
+    let split = Split::new(&stats, opts.val_fraction);
     let sink = |prefix| {
         RowSink::new(
             out_dir,

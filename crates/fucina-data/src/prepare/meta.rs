@@ -113,6 +113,16 @@ impl PrepareMeta {
         }
     }
 
+    pub(crate) fn summary(&self) -> super::PrepareSummary {
+        super::PrepareSummary {
+            train_tokens: self.train.tokens,
+            val_tokens: self.val.tokens,
+            train_docs: self.train.docs,
+            val_docs: self.val.docs,
+            chat: self.chat.as_ref().map(|c| c.summary),
+        }
+    }
+
     /// Reads `<dir>/meta.json`, refusing anything not written by `prepare`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(META_FILE);

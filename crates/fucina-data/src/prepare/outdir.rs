@@ -9,6 +9,11 @@ use std::path::Path;
 /// Creates `dir`, or empties it if it holds only files a previous prepare
 /// writes (including `.tmp` leftovers of an interrupted run).
 pub(crate) fn claim(dir: &Path) -> Result<()> {
+    claim_beside(dir, "")
+}
+
+/// `claim`, leaving the entry `keep` (the parts a merge reads) in place.
+pub(crate) fn claim_beside(dir: &Path, keep: &str) -> Result<()> {
     if !dir.exists() {
         return fs::create_dir_all(dir)
             .with_context(|| format!("creating output directory {}", dir.display()));
@@ -22,6 +27,9 @@ pub(crate) fn claim(dir: &Path) -> Result<()> {
             .with_context(|| format!("listing {}", dir.display()))?
             .file_name();
         let name = name.to_string_lossy().into_owned();
+        if !keep.is_empty() && name == keep {
+            continue;
+        }
         if !is_prepare_output(&name) {
             bail!(
                 "refusing to write into {}: it is not empty and holds {name:?}, which prepare does not write; \
@@ -46,7 +54,7 @@ pub(crate) fn claim(dir: &Path) -> Result<()> {
 
 fn is_prepare_output(name: &str) -> bool {
     let name = name.strip_suffix(".tmp").unwrap_or(name);
-    if name == META_FILE {
+    if name == META_FILE || name == super::part::PART_FILE {
         return true;
     }
     let Some(stem) = name
@@ -73,6 +81,7 @@ mod tests {
         for ok in [
             "meta.json",
             "meta.json.tmp",
+            "part.json",
             "train_000000.bin",
             "val_000012.bin.tmp",
             "train_1234567.bin",

@@ -1,5 +1,6 @@
 //! One split's output: documents streamed into fixed-size shards.
 
+use super::meta::SplitMeta;
 use crate::shard::ShardWriter;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -49,7 +50,8 @@ impl SplitSink {
         Ok(())
     }
 
-    fn push(&mut self, mut tokens: &[u32]) -> Result<()> {
+    /// Appends tokens as they are: no EOS, no document counted.
+    pub fn push(&mut self, mut tokens: &[u32]) -> Result<()> {
         while !tokens.is_empty() {
             let writer = match &mut self.current {
                 Some(w) => w,
@@ -74,6 +76,14 @@ impl SplitSink {
             }
         }
         Ok(())
+    }
+
+    pub fn meta(&self) -> SplitMeta {
+        SplitMeta {
+            docs: self.docs,
+            tokens: self.tokens,
+            shards: self.shards.clone(),
+        }
     }
 
     pub fn finish(&mut self) -> Result<()> {

@@ -24,13 +24,25 @@ pub const ENDOFTEXT: &str = "<|endoftext|>";
 /// these; a small corpus may run out of merges and give fewer. No normalizer
 /// and no prefix space are used, so `decode(encode(text)) == text` exactly.
 ///
-/// `inputs` are files and directories as for `prepare`.
+/// `inputs` are files and directories as for `prepare`, parquet files read
+/// from their `text` column.
 pub fn train_bpe(inputs: &[PathBuf], vocab_size: usize, out: &Path, progress: bool) -> Result<()> {
+    train_bpe_with_column(inputs, "text", vocab_size, out, progress)
+}
+
+/// `train_bpe`, reading parquet files from `text_column`.
+pub fn train_bpe_with_column(
+    inputs: &[PathBuf],
+    text_column: &str,
+    vocab_size: usize,
+    out: &Path,
+    progress: bool,
+) -> Result<()> {
     let minimum = 256 + 1;
     if vocab_size < minimum {
         bail!("vocab size {vocab_size} is too small: byte-level BPE needs 256 byte tokens plus {ENDOFTEXT}, at least {minimum}");
     }
-    let files = collect_files(inputs)?;
+    let files = collect_files(inputs, text_column)?;
     let bar = bytes_bar(files.iter().map(|f| f.bytes).sum(), progress, "reading");
 
     let mut trainer = QuietFeed(
