@@ -147,11 +147,20 @@ pub fn launch(args: LaunchArgs) -> Result<()> {
             std::env::consts::ARCH
         ));
     }
-    if config.data.dir != "builtin" && !Path::new(&config.data.dir).exists() {
-        warnings.push(format!(
-            "data.dir {} does not exist from here; it must on the compute nodes",
-            config.data.dir
-        ));
+    let data_dirs = std::iter::once(("data.dir".to_string(), &config.data.dir)).chain(
+        config
+            .data
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("data.sources[{i}].dir"), &s.dir)),
+    );
+    for (key, dir) in data_dirs {
+        if !dir.is_empty() && dir != "builtin" && !Path::new(dir).exists() {
+            warnings.push(format!(
+                "{key} {dir} does not exist from here; it must on the compute nodes"
+            ));
+        }
     }
 
     let log_dir = workdir.join(&config.out_dir);

@@ -17,7 +17,9 @@ pub mod tokenizer;
 
 pub use chat::{ChatEncoder, ChatTemplate, Conversation, EncodedChat, TokenizerConfig};
 pub use dataset::TokenDataset;
-pub use loader::{sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState};
+pub use loader::{
+    sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState, SourceState,
+};
 pub use prepare::{prepare, PrepareMeta, PrepareOptions, PrepareSummary};
 pub use shard::{MaskShard, MaskWriter, ShardWriter, TokenShard};
 pub use tokenizer::{train_bpe, TextTokenizer};

@@ -17,17 +17,28 @@
 //! and `seq_len + 1` must equal the row length. Batches then carry the mask
 //! of their targets, and `step_loss_targets` counts the targets that count
 //! in a whole step, so every rank can divide its loss sum by the same number.
+//!
+//! A weighted mixture of datasets (`Loader::mixture`) first maps global
+//! sample `g` to (source `s`, its `k`-th sample) by a fixed block layout
+//! (see `mixture`), then reads window `perm(seed_s, k / n_s)(k mod n_s)` of
+//! source `s` exactly as above, with a seed of its own. A source smaller
+//! than its share simply starts another epoch, a fresh permutation of its
+//! windows, each time it has served all of them; the others are unaffected.
+//! With one source this is the single-dataset loader, batch for batch.
 
 mod eval;
+mod mixture;
 mod permutation;
 mod spec;
 
 pub use eval::{sequential_batch, sequential_batch_count};
+pub use mixture::{slots as mixture_slots, SourceState, BLOCK as MIXTURE_BLOCK};
 pub use permutation::{splitmix64, Permutation};
 pub use spec::BatchSpec;
 
 use crate::dataset::TokenDataset;
 use anyhow::{bail, Result};
+use mixture::Plan;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -90,40 +101,108 @@ pub(crate) fn empty_batch(dataset: &TokenDataset, rows: usize, seq_len: usize) -
 /// function of the step, this is all there is: resuming at `step` yields
 /// exactly the batches an uninterrupted run would have, never replaying or
 /// skipping data, whatever the world size of either run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoaderState {
     pub seed: u64,
     /// The next optimizer step to run (= steps completed).
     pub step: u64,
+    /// Each source of a mixture of two or more, in order; empty for one dataset (so a
+    /// one-source mixture and a single dataset resume each other).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mixture: Vec<SourceState>,
+}
+
+#[derive(Debug)]
+struct Source {
+    dataset: Arc<TokenDataset>,
+    windows: u64,
+    seed: u64,
 }
 
 #[derive(Debug)]
 pub struct Loader {
-    dataset: Arc<TokenDataset>,
+    sources: Vec<Source>,
+    plan: Plan,
     spec: BatchSpec,
     grad_accum: usize,
-    windows: u64,
+}
+
+/// Source 0 keeps the run's seed, so that a one-source mixture is the plain loader.
+fn source_seed(seed: u64, source: usize) -> u64 {
+    match source {
+        0 => seed,
+        s => splitmix64(seed ^ splitmix64(s as u64)),
+    }
+}
+
+fn describe(dataset: &TokenDataset) -> String {
+    dataset.shards()[0]
+        .path()
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 impl Loader {
     /// Accepts a `TokenDataset` or an `Arc` of one (e.g. shared between ranks in a process).
     pub fn new(dataset: impl Into<Arc<TokenDataset>>, spec: BatchSpec) -> Result<Self> {
-        let dataset = dataset.into();
+        Self::mixture(vec![(dataset.into(), 1.0)], spec)
+    }
+
+    /// Samples the datasets in proportion to their weights (normalised: they need not sum
+    /// to 1). All must be plain token streams, or all row (chat) data of rows `seq_len + 1`
+    /// long: a mixed batch would hold some masked and some unmasked rows.
+    pub fn mixture(sources: Vec<(Arc<TokenDataset>, f64)>, spec: BatchSpec) -> Result<Self> {
         let grad_accum = spec.validate()?;
-        dataset.check_seq_len(spec.seq_len)?;
-        if dataset.len() < spec.seq_len + 1 {
-            bail!(
-                "dataset holds {} tokens, fewer than one sequence of {} + 1",
-                dataset.len(),
-                spec.seq_len
-            );
+        let weights: Vec<f64> = sources.iter().map(|(_, w)| *w).collect();
+        let plan = Plan::new(&weights)?;
+        let single = sources.len() == 1;
+        let named = |i: usize, d: &TokenDataset| match single {
+            true => String::new(),
+            false => format!("data source {i} ({}): ", describe(d)),
+        };
+        let mut out = Vec::with_capacity(sources.len());
+        for (i, (dataset, _)) in sources.into_iter().enumerate() {
+            let at = named(i, &dataset);
+            dataset
+                .check_seq_len(spec.seq_len)
+                .map_err(|e| anyhow::anyhow!("{at}{e}"))?;
+            if dataset.len() < spec.seq_len + 1 {
+                bail!(
+                    "{at}dataset holds {} tokens, fewer than one sequence of {} + 1",
+                    dataset.len(),
+                    spec.seq_len
+                );
+            }
+            if let Some(first) = out
+                .first()
+                .filter(|f: &&Source| f.dataset.has_mask() != dataset.has_mask())
+            {
+                let kind = |d: &TokenDataset| match d.has_mask() {
+                    true => "chat row data (with .mask files)",
+                    false => "a plain token stream",
+                };
+                bail!(
+                    "data source {i} ({}) is {} but data source 0 ({}) is {}: a mixture must be all one or the \
+                     other; prepare the plain text as chat data, or train on them in separate runs",
+                    describe(&dataset),
+                    kind(&dataset),
+                    describe(&first.dataset),
+                    kind(&first.dataset)
+                );
+            }
+            let windows = dataset.windows(spec.seq_len) as u64;
+            out.push(Source {
+                dataset,
+                windows,
+                seed: source_seed(spec.seed, i),
+            });
         }
-        let windows = dataset.windows(spec.seq_len) as u64;
         Ok(Self {
-            dataset,
+            sources: out,
+            plan,
             spec,
             grad_accum,
-            windows,
         })
     }
 
@@ -135,19 +214,38 @@ impl Loader {
         self.grad_accum
     }
 
-    /// Windows (rows, for row data) per epoch.
+    /// How many datasets the loader samples from.
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Windows (rows, for row data) per epoch of source 0, the only one without a mixture.
     pub fn windows(&self) -> u64 {
-        self.windows
+        self.source_windows(0)
     }
 
+    pub fn source_windows(&self, source: usize) -> u64 {
+        self.sources[source].windows
+    }
+
+    /// Source 0's dataset, the only one without a mixture.
     pub fn dataset(&self) -> &Arc<TokenDataset> {
-        &self.dataset
+        self.source_dataset(0)
     }
 
-    /// The window read by sequence `i` of the global batch of `step`.
-    pub fn window(&self, step: u64, i: usize) -> u64 {
+    pub fn source_dataset(&self, source: usize) -> &Arc<TokenDataset> {
+        &self.sources[source].dataset
+    }
+
+    /// The (source, window) read by sequence `i` of the global batch of `step`.
+    pub fn sample(&self, step: u64, i: usize) -> (usize, u64) {
         let g = step * self.spec.global_batch_seqs as u64 + i as u64;
-        Permutation::new(self.windows, self.spec.seed, g / self.windows).apply(g % self.windows)
+        let (s, k) = self.plan.sample(g);
+        let Source { windows, seed, .. } = self.sources[s];
+        (
+            s,
+            Permutation::new(windows, seed, k / windows).apply(k % windows),
+        )
     }
 
     /// This rank's share of micro-step `micro` of optimizer step `step`.
@@ -168,14 +266,14 @@ impl Loader {
             ..
         } = self.spec;
         let first = (micro * world_size + rank) * micro_batch;
-        let mut batch = empty_batch(&self.dataset, micro_batch, seq_len);
+        let mut batch = empty_batch(self.dataset(), micro_batch, seq_len);
         let (mut window, mut mask) = (Vec::new(), Vec::new());
         for i in first..first + micro_batch {
-            let w = self.window(step, i) as usize;
+            let (s, w) = self.sample(step, i);
             push_window(
-                &self.dataset,
+                &self.sources[s].dataset,
                 seq_len,
-                w,
+                w as usize,
                 &mut window,
                 &mut mask,
                 &mut batch,
@@ -195,18 +293,33 @@ impl Loader {
             global_batch_seqs,
             ..
         } = self.spec;
-        if !self.dataset.has_mask() {
+        if !self.dataset().has_mask() {
             return (global_batch_seqs * seq_len) as u64;
         }
         let mut mask = vec![0u8; seq_len];
         (0..global_batch_seqs)
             .map(|i| {
-                let w = self.window(step, i) as usize;
-                self.dataset
-                    .read_mask(self.dataset.window_start(seq_len, w) + 1, &mut mask);
+                let (s, w) = self.sample(step, i);
+                let dataset = &self.sources[s].dataset;
+                dataset.read_mask(dataset.window_start(seq_len, w as usize) + 1, &mut mask);
                 mask.iter().map(|&m| m as u64).sum::<u64>()
             })
             .sum()
+    }
+
+    /// What a checkpoint records of the mixture (nothing for a single source).
+    fn mixture_state(&self) -> Vec<SourceState> {
+        if self.sources.len() < 2 {
+            return Vec::new();
+        }
+        self.sources
+            .iter()
+            .zip(self.plan.slots())
+            .map(|(s, &slots)| SourceState {
+                slots,
+                windows: s.windows,
+            })
+            .collect()
     }
 
     /// The cursor to checkpoint before running `next_step`.
@@ -214,17 +327,47 @@ impl Loader {
         LoaderState {
             seed: self.spec.seed,
             step: next_step,
+            mixture: self.mixture_state(),
         }
     }
 
-    /// The step to resume at, refusing a state saved with another seed,
-    /// which would silently change the data order.
+    /// The step to resume at, refusing a state saved with another seed or
+    /// another mixture, which would silently change the data order. A mixture
+    /// is the same when every source, in order, has as many windows and the
+    /// same share of slots: scaling all weights by one factor, renaming or
+    /// moving a source's directory are harmless.
     pub fn resume(&self, state: &LoaderState) -> Result<u64> {
         if state.seed != self.spec.seed {
             bail!(
                 "checkpoint loader seed {} differs from the configured seed {}",
                 state.seed,
                 self.spec.seed
+            );
+        }
+        let now = self.mixture_state();
+        if state.mixture != now {
+            let show = |m: &[SourceState]| match m {
+                [] => "a single data source".to_string(),
+                m => m
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        format!(
+                            "source {i}: {}/{} of the samples, {} windows",
+                            s.slots,
+                            mixture::BLOCK,
+                            s.windows
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            bail!(
+                "the checkpoint was trained on {} but this run's data is {}: the data of every \
+                 later step would differ from the interrupted run's. Resume with the [data] \
+                 section of the checkpoint's config.toml, or start a new run",
+                show(&state.mixture),
+                show(&now)
             );
         }
         Ok(state.step)

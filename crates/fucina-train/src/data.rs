@@ -10,6 +10,15 @@ pub const BUILTIN: &str = "builtin";
 
 pub struct RunData {
     pub tokenizer: TextTokenizer,
+    /// `data.dir` (or `data.train_files`) as one source of weight 1, or the `data.sources`.
+    pub sources: Vec<RunSource>,
+    /// Whether the run names `data.sources`: validation then reports a loss per source.
+    pub mixture: bool,
+}
+
+pub struct RunSource {
+    pub name: String,
+    pub weight: f64,
     pub train: TokenDataset,
     pub val: Option<TokenDataset>,
 }
@@ -72,16 +81,89 @@ fn check_tokenizer(config: &RunConfig, dir: &Path, tokenizer: &TextTokenizer) ->
     Ok(())
 }
 
+fn resolve_dir(dir: &str, config: &RunConfig, comm: &dyn Communicator) -> Result<PathBuf> {
+    match dir {
+        BUILTIN => builtin_dataset_dir(&config.out_dir, comm),
+        other => Ok(PathBuf::from(other)),
+    }
+}
+
+/// Validation shards of `dir`, if it has any; rows of another length would silently yield no
+/// validation batches, so they are an error.
+fn open_val(dir: &Path, seq_len: usize) -> Result<Option<TokenDataset>> {
+    let val = TokenDataset::open_glob_dir(dir, "val").ok();
+    if let Some(val) = &val {
+        val.check_seq_len(seq_len)
+            .context("the validation shards")?;
+    }
+    Ok(val)
+}
+
 pub fn load(config: &RunConfig, comm: &dyn Communicator) -> Result<RunData> {
     let data = &config.data;
     let tokenizer = load_tokenizer(&data.tokenizer)?;
+    let sources = if data.sources.is_empty() {
+        vec![single_source(config, comm, &tokenizer)?]
+    } else {
+        let mut sources = Vec::with_capacity(data.sources.len());
+        for (i, source) in data.sources.iter().enumerate() {
+            let at = || format!("data.sources[{i}] (dir = {:?})", source.dir);
+            let dir = resolve_dir(&source.dir, config, comm)?;
+            if !dir.is_dir() {
+                bail!(
+                    "{}: {} is not a directory; give a `fucina prepare` output directory or \"builtin\"",
+                    at(),
+                    dir.display()
+                );
+            }
+            check_tokenizer(config, &dir, &tokenizer).with_context(at)?;
+            let train = TokenDataset::open_glob_dir(&dir, "train")
+                .with_context(|| format!("{} holds no training shards", at()))?;
+            let val = open_val(&dir, data.seq_len).with_context(at)?;
+            sources.push(RunSource {
+                name: source.name(),
+                weight: source.weight,
+                train,
+                val,
+            });
+        }
+        sources
+    };
+    let model = config.model_config()?;
+    let vocab = model.vocab_size as u32;
+    let shard_vocab = sources
+        .iter()
+        .flat_map(|s| [Some(&s.train), s.val.as_ref()])
+        .flatten()
+        .filter_map(TokenDataset::vocab_size)
+        .max()
+        .unwrap_or(0);
+    if shard_vocab > vocab || tokenizer.vocab_size() > vocab {
+        bail!(
+            "the model's vocab_size ({vocab}) is smaller than the data's ({}); set model.vocab_size to at least that",
+            shard_vocab.max(tokenizer.vocab_size())
+        );
+    }
+    Ok(RunData {
+        tokenizer,
+        sources,
+        mixture: !data.sources.is_empty(),
+    })
+}
+
+/// `data.dir` or `data.train_files` / `data.val_files`.
+fn single_source(
+    config: &RunConfig,
+    comm: &dyn Communicator,
+    tokenizer: &TextTokenizer,
+) -> Result<RunSource> {
+    let data = &config.data;
     let dir = match data.dir.as_str() {
-        BUILTIN => Some(builtin_dataset_dir(&config.out_dir, comm)?),
         "" => None,
-        other => Some(PathBuf::from(other)),
+        other => Some(resolve_dir(other, config, comm)?),
     };
     if let Some(dir) = &dir {
-        check_tokenizer(config, dir, &tokenizer)?;
+        check_tokenizer(config, dir, tokenizer)?;
     }
     let train = if !data.train_files.is_empty() {
         TokenDataset::open(&data.train_files)?
@@ -92,30 +174,23 @@ pub fn load(config: &RunConfig, comm: &dyn Communicator) -> Result<RunData> {
         bail!("set data.dir (a `fucina prepare` output, or \"builtin\") or data.train_files");
     };
     let val = if !data.val_files.is_empty() {
-        Some(TokenDataset::open(&data.val_files)?)
-    } else {
-        dir.as_ref()
-            .and_then(|d| TokenDataset::open_glob_dir(d, "val").ok())
-    };
-    if let Some(val) = &val {
-        // Rows of another length would silently yield no validation batches.
+        let val = TokenDataset::open(&data.val_files)?;
         val.check_seq_len(data.seq_len)
             .context("the validation shards")?;
-    }
-    let model = config.model_config()?;
-    let vocab = model.vocab_size as u32;
-    let shard_vocab = train
-        .vocab_size()
-        .unwrap_or(0)
-        .max(val.as_ref().and_then(|v| v.vocab_size()).unwrap_or(0));
-    if shard_vocab > vocab || tokenizer.vocab_size() > vocab {
-        bail!(
-            "the model's vocab_size ({vocab}) is smaller than the data's ({}); set model.vocab_size to at least that",
-            shard_vocab.max(tokenizer.vocab_size())
-        );
-    }
-    Ok(RunData {
-        tokenizer,
+        Some(val)
+    } else {
+        match &dir {
+            Some(d) => open_val(d, data.seq_len)?,
+            None => None,
+        }
+    };
+    let name = dir
+        .as_ref()
+        .and_then(|d| d.file_name())
+        .map_or_else(|| "train".into(), |n| n.to_string_lossy().into_owned());
+    Ok(RunSource {
+        name,
+        weight: 1.0,
         train,
         val,
     })

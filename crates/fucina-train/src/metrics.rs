@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -16,8 +17,12 @@ pub enum Event {
     Train(StepMetrics),
     Val {
         step: u64,
+        /// Mean loss over every evaluated target, of all sources together.
         val_loss: f64,
         elapsed: f64,
+        /// With `[[data.sources]]`: each source's own validation loss, by source name.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, f64>,
     },
 }
 
@@ -97,7 +102,21 @@ impl Reporter {
                     .map(|v| format!(" mfu {:.1}%", v * 100.0))
                     .unwrap_or_default()
             ),
-            Event::Val { step, val_loss, .. } => format!("step {step} val_loss {val_loss:.4}"),
+            Event::Val {
+                step,
+                val_loss,
+                sources,
+                ..
+            } => {
+                let each: Vec<String> = sources
+                    .iter()
+                    .map(|(name, loss)| format!("{name} {loss:.4}"))
+                    .collect();
+                match each.is_empty() {
+                    true => format!("step {step} val_loss {val_loss:.4}"),
+                    false => format!("step {step} val_loss {val_loss:.4} ({})", each.join(", ")),
+                }
+            }
         };
         match (&self.bar, event) {
             (Some(bar), Event::Train(m)) => {

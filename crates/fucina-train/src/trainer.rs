@@ -25,6 +25,7 @@ use fucina_dist::{placement, Communicator};
 use fucina_model::hf::HfCheckpoint;
 use fucina_model::{Llama, LlamaConfig};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Default)]
@@ -190,20 +191,52 @@ pub fn evaluate<B: Backend>(
     comm: &dyn Communicator,
     device: &B::Device,
 ) -> Result<Option<f64>> {
-    let n = batches.min(sequential_batch_count(val, seq_len, batch_size));
-    if n == 0 {
-        return Ok(None);
+    let losses = evaluate_sources(model, &[val], seq_len, batch_size, batches, comm, device)?;
+    Ok(losses.map(|l| l.total))
+}
+
+/// What `evaluate_sources` measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValLosses {
+    /// The mean over every evaluated target of every source: sources weigh by their targets
+    /// (equal for stream data of equal batch counts), not by their mixture weights.
+    pub total: f64,
+    /// Each source's mean loss; `None` for one with no full batch (or no counted target).
+    pub sources: Vec<Option<f64>>,
+}
+
+/// `evaluate` for each dataset, each over its own first `batches` batches, in one all-reduce.
+pub fn evaluate_sources<B: Backend>(
+    model: &Llama<B>,
+    vals: &[&TokenDataset],
+    seq_len: usize,
+    batch_size: usize,
+    batches: usize,
+    comm: &dyn Communicator,
+    device: &B::Device,
+) -> Result<Option<ValLosses>> {
+    let mut sums = vec![0f32; 2 * vals.len()];
+    for (val, sum) in vals.iter().zip(sums.chunks_mut(2)) {
+        let n = batches.min(sequential_batch_count(val, seq_len, batch_size));
+        let (mut loss, mut count) = (0.0, 0.0);
+        for i in (comm.rank()..n).step_by(comm.size()) {
+            let batch = sequential_batch(val, seq_len, batch_size, i);
+            let (s, c) = eval_sums(model, &batch, batch_size, device);
+            loss += s;
+            count += c;
+        }
+        sum.copy_from_slice(&[loss as f32, count as f32]);
     }
-    let (mut sum, mut count) = (0.0, 0.0);
-    for i in (comm.rank()..n).step_by(comm.size()) {
-        let batch = sequential_batch(val, seq_len, batch_size, i);
-        let (s, c) = eval_sums(model, &batch, batch_size, device);
-        sum += s;
-        count += c;
-    }
-    let mut total = [sum as f32, count as f32];
-    comm.all_reduce_sum(&mut total)?;
-    Ok((total[1] > 0.0).then(|| total[0] as f64 / total[1] as f64))
+    comm.all_reduce_sum(&mut sums)?;
+    let mean = |loss: f64, count: f64| (count > 0.0).then(|| loss / count);
+    let sources = sums
+        .chunks(2)
+        .map(|s| mean(s[0] as f64, s[1] as f64))
+        .collect();
+    let (loss, count) = sums
+        .chunks(2)
+        .fold((0.0, 0.0), |(l, c), s| (l + s[0] as f64, c + s[1] as f64));
+    Ok(mean(loss, count).map(|total| ValLosses { total, sources }))
 }
 
 fn run<B: AutodiffBackend>(
@@ -227,9 +260,18 @@ fn run<B: AutodiffBackend>(
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let RunData {
         tokenizer,
-        train,
-        val,
+        sources,
+        mixture,
     } = data::load(config, comm)?;
+    let mut train = Vec::with_capacity(sources.len());
+    let (mut val_names, mut vals) = (Vec::new(), Vec::new());
+    for source in sources {
+        train.push((Arc::new(source.train), source.weight));
+        if let Some(val) = source.val {
+            val_names.push(source.name);
+            vals.push(val);
+        }
+    }
     let spec = BatchSpec {
         seq_len: config.data.seq_len,
         global_batch_seqs: config.global_batch_seqs(),
@@ -239,7 +281,7 @@ fn run<B: AutodiffBackend>(
         seed: config.seed,
     };
     let accum = spec.grad_accum()?;
-    let loader = Loader::new(train, spec)?;
+    let loader = Loader::mixture(train, spec)?;
 
     let mut model = initial_model::<B>(config, &model_config, comm, device)?;
     let mut updater = Updater::<B, Llama<B>>::new(config, &model, comm)?;
@@ -273,8 +315,10 @@ fn run<B: AutodiffBackend>(
             .with_context(|| format!("optimizer state of checkpoint {}", dir.display()))?;
         state = loaded.state;
         state.optimizer = updater.format();
-        // The loader is a pure function of the step: only a different seed could move it.
-        state.step = loader.resume(&state.loader)?;
+        // The loader is a pure function of the step: only another seed or mixture could move it.
+        state.step = loader
+            .resume(&state.loader)
+            .with_context(|| format!("resuming from {}", dir.display()))?;
         state.world_size = comm.size();
         if comm.is_root() {
             eprintln!("resuming from {} at step {}", dir.display(), state.step);
@@ -407,19 +451,32 @@ fn run<B: AutodiffBackend>(
 
         let last = state.step == stop || stopped_by.is_some();
         let due = |every: u64| last || (every > 0 && state.step.is_multiple_of(every));
-        if let (Some(val), true) = (
-            &val,
-            config.eval.every > 0 && due(config.eval.every) && stopped_by.is_none(),
-        ) {
+        if !vals.is_empty()
+            && config.eval.every > 0
+            && due(config.eval.every)
+            && stopped_by.is_none()
+        {
             let (seq_len, batches) = (config.data.seq_len, config.eval.batches);
             watchdog.enter("evaluation", state.step);
-            val_loss = evaluate(&model.valid(), val, seq_len, rows, batches, comm, device)?;
-            if let Some(v) = val_loss {
+            let refs: Vec<&TokenDataset> = vals.iter().collect();
+            let losses =
+                evaluate_sources(&model.valid(), &refs, seq_len, rows, batches, comm, device)?;
+            val_loss = losses.as_ref().map(|l| l.total);
+            if let Some(losses) = losses {
                 let elapsed = started.elapsed().as_secs_f64();
+                let sources = match mixture {
+                    true => val_names
+                        .iter()
+                        .zip(&losses.sources)
+                        .filter_map(|(name, loss)| Some((name.clone(), (*loss)?)))
+                        .collect(),
+                    false => Default::default(),
+                };
                 reporter.record(&Event::Val {
                     step: state.step,
-                    val_loss: v,
+                    val_loss: losses.total,
                     elapsed,
+                    sources,
                 })?;
             }
         }

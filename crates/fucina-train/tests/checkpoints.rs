@@ -12,7 +12,11 @@ const ALL: Retention = Retention { keep: 0, every: 0 };
 fn state(step: u64) -> TrainState {
     TrainState {
         step,
-        loader: LoaderState { step, seed: 1 },
+        loader: LoaderState {
+            step,
+            seed: 1,
+            mixture: vec![],
+        },
         world_size: 1,
         tokens: step * 100,
         last_loss: Some(1.0),
