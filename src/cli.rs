@@ -92,6 +92,10 @@ enum Command {
         /// Sample among the k most likely tokens; 0 for all.
         #[arg(long, default_value_t = 40)]
         top_k: usize,
+        /// Above 1, tokens already in the text become less likely (transformers'
+        /// repetition_penalty); 1 for none.
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -342,6 +346,7 @@ pub fn run() -> Result<()> {
             max_tokens,
             temperature,
             top_k,
+            repetition_penalty,
             seed,
         } => {
             let options = GenerateOptions {
@@ -349,6 +354,7 @@ pub fn run() -> Result<()> {
                 max_tokens,
                 temperature,
                 top_k,
+                repetition_penalty,
                 seed,
             };
             println!("{}", generate::from_checkpoint(&checkpoint, options)?);

@@ -8,7 +8,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Continues `prompt` by up to `max_new` tokens, stopping at end-of-text. An empty prompt starts
-/// at a document boundary. `temperature` 0 is greedy decoding.
+/// at a document boundary. `temperature` 0 is greedy decoding. `repetition_penalty` > 1 makes
+/// tokens already in the text less likely, as transformers' `repetition_penalty` (CTRL): their
+/// logits are divided by it where positive, multiplied where negative; 1 leaves them alone.
 #[allow(clippy::too_many_arguments)]
 pub fn sample<B: Backend>(
     model: &Llama<B>,
@@ -17,11 +19,15 @@ pub fn sample<B: Backend>(
     max_new: usize,
     temperature: f64,
     top_k: usize,
+    repetition_penalty: f64,
     seed: u64,
     device: &B::Device,
 ) -> Result<String> {
     if !temperature.is_finite() || temperature < 0.0 {
         bail!("temperature must be ≥ 0 (got {temperature})");
+    }
+    if !repetition_penalty.is_finite() || repetition_penalty <= 0.0 {
+        bail!("repetition penalty must be > 0 (got {repetition_penalty}; 1 for none)");
     }
     let eos = tokenizer.eos_id();
     let mut tokens = tokenizer.encode(prompt)?;
@@ -54,6 +60,7 @@ pub fn sample<B: Backend>(
                 *l = f32::NEG_INFINITY;
             }
         }
+        penalise_repeats(&mut logits, &tokens, repetition_penalty as f32);
         let next = pick(&logits, temperature, top_k, &mut rng);
         if Some(next) == eos {
             break;
@@ -61,6 +68,18 @@ pub fn sample<B: Backend>(
         tokens.push(next);
     }
     tokenizer.decode(&tokens[skip..])
+}
+
+fn penalise_repeats(logits: &mut [f32], seen: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let mut done = std::collections::HashSet::new();
+    for &t in seen {
+        if let (Some(l), true) = (logits.get_mut(t as usize), done.insert(t)) {
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
 }
 
 fn pick(logits: &[f32], temperature: f64, top_k: usize, rng: &mut StdRng) -> u32 {
@@ -98,6 +117,7 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     pub temperature: f64,
     pub top_k: usize,
+    pub repetition_penalty: f64,
     pub seed: u64,
 }
 
@@ -138,8 +158,25 @@ impl crate::BackendTask for SampleTask {
             o.max_tokens,
             o.temperature,
             o.top_k,
+            o.repetition_penalty,
             o.seed,
             &device,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::penalise_repeats;
+
+    /// As transformers' RepetitionPenaltyLogitsProcessor: each seen token once, positive logits
+    /// divided, negative multiplied, the others untouched.
+    #[test]
+    fn repeats_are_penalised_once_each() {
+        let mut logits = [2.0, -1.0, 3.0, 0.5];
+        penalise_repeats(&mut logits, &[0, 1, 0, 9], 2.0);
+        assert_eq!(logits, [1.0, -2.0, 3.0, 0.5]);
+        penalise_repeats(&mut logits, &[0, 1, 2], 1.0);
+        assert_eq!(logits, [1.0, -2.0, 3.0, 0.5]);
     }
 }

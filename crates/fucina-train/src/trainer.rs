@@ -28,7 +28,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The closing sample's repetition penalty (transformers' `repetition_penalty`).
+const SAMPLE_REPETITION_PENALTY: f64 = 1.2;
+
 #[derive(Debug, Clone, Default)]
+
 pub struct TrainOptions {
     /// `auto` (newest complete checkpoint of the run) or a checkpoint directory.
     pub resume: Option<String>,
@@ -527,7 +531,8 @@ fn run<B: AutodiffBackend>(
             Err(e) => eprintln!("warning: no loss plot: {e:#}"),
         }
         if options.sample_tokens > 0 && stopped_by.is_none() {
-            // Cool and narrow: a model minutes old shows the words it has learnt, not its noise.
+            // Cool and narrow: a model minutes old shows the words it has learnt, not its noise;
+            // cool sampling of so young a model loops ("1.1.1.1"), which the penalty breaks.
             let text = generate::sample(
                 &model.valid(),
                 &tokenizer,
@@ -535,6 +540,7 @@ fn run<B: AutodiffBackend>(
                 options.sample_tokens,
                 0.3,
                 10,
+                SAMPLE_REPETITION_PENALTY,
                 config.seed,
                 device,
             )?;
