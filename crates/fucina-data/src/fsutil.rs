@@ -57,3 +57,30 @@ pub(crate) fn sync_parent_dir(path: &Path) {
     #[cfg(not(unix))]
     let _ = path;
 }
+
+/// Reads a JSON file that names its own `format`, refusing one of another format.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    expected: &str,
+    format_of: impl Fn(&T) -> &str,
+) -> Result<T> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: T = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a {expected} file", path.display()))?;
+    let format = format_of(&value);
+    if format != expected {
+        anyhow::bail!(
+            "{}: format is {format:?}, expected {expected:?}",
+            path.display()
+        );
+    }
+    Ok(value)
+}
+
+/// Writes `value` as pretty JSON with a final newline, atomically.
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut json = serde_json::to_string_pretty(value)
+        .with_context(|| format!("serializing {}", path.display()))?;
+    json.push('\n');
+    write_atomic(path, json.as_bytes())
+}

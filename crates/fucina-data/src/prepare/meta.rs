@@ -1,6 +1,6 @@
 //! `meta.json`: what a prepared directory holds and how it was made.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -125,24 +125,10 @@ impl PrepareMeta {
 
     /// Reads `<dir>/meta.json`, refusing anything not written by `prepare`.
     pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let meta: Self = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a fucina prepare meta.json", path.display()))?;
-        if meta.format != META_FORMAT {
-            bail!(
-                "{}: format is {:?}, expected {META_FORMAT:?}",
-                path.display(),
-                meta.format
-            );
-        }
-        Ok(meta)
+        crate::fsutil::read_json(&dir.join(META_FILE), META_FORMAT, |m: &Self| &m.format)
     }
 
     pub(crate) fn write(&self, dir: &Path) -> Result<()> {
-        let mut json = serde_json::to_string_pretty(self).context("serializing meta.json")?;
-        json.push('\n');
-        crate::fsutil::write_atomic(&dir.join(META_FILE), json.as_bytes())
+        crate::fsutil::write_json(&dir.join(META_FILE), self)
     }
 }

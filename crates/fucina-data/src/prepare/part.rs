@@ -111,19 +111,7 @@ pub struct PartMeta {
 
 impl PartMeta {
     pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join(PART_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let meta: Self = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a fucina prepare part.json", path.display()))?;
-        if meta.format != PART_FORMAT {
-            bail!(
-                "{}: format is {:?}, expected {PART_FORMAT:?}",
-                path.display(),
-                meta.format
-            );
-        }
-        Ok(meta)
+        crate::fsutil::read_json(&dir.join(PART_FILE), PART_FORMAT, |m: &Self| &m.format)
     }
 }
 
@@ -203,9 +191,7 @@ pub fn prepare_part(
         train: streams.train.meta(),
         val: streams.val.meta(),
     };
-    let mut json = serde_json::to_string_pretty(&meta).context("serializing part.json")?;
-    json.push('\n');
-    crate::fsutil::write_atomic(&dir.join(PART_FILE), json.as_bytes())?;
+    crate::fsutil::write_json(&dir.join(PART_FILE), &meta)?;
     Ok(meta)
 }
 
