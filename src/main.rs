@@ -6,7 +6,6 @@ mod export;
 mod launch;
 
 fn main() -> std::process::ExitCode {
-    fucina_train::alloc::keep_freed_memory();
     match cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
