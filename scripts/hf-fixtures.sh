@@ -3,6 +3,7 @@
 # <repo>/.venv-fixtures (reused when present) and runs scripts/hf_fixtures.py
 # with the given arguments:
 #   bash scripts/hf-fixtures.sh                 regenerate tests/fixtures/{hf,chat}
+#   bash scripts/hf-fixtures.sh packed          tests/fixtures/hf/*/packed.safetensors
 #   bash scripts/hf-fixtures.sh check-export --exported DIR --tokens-from REF --out FILE
 #   bash scripts/hf-fixtures.sh check-peft --base DIR --adapter ADIR --tokens-from REF --out FILE
 set -euo pipefail

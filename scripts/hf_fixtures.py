@@ -1,6 +1,7 @@
 """Reference fixtures for fucina's Hugging Face import/export, chat templates and LoRA.
 
   hf_fixtures.py [generate]        tests/fixtures/hf/* and tests/fixtures/chat/*
+  hf_fixtures.py packed            tests/fixtures/hf/*/packed.safetensors (packed documents)
   hf_fixtures.py check-export ...  run transformers on a checkpoint fucina exported
   hf_fixtures.py check-peft ...    run peft on a LoRA adapter fucina exported
 
@@ -28,6 +29,7 @@ def main(argv):
     sub = p.add_subparsers(dest="cmd")
     g = sub.add_parser("generate", help="regenerate tests/fixtures/hf and tests/fixtures/chat")
     g.add_argument("--only", choices=["hf", "chat"], help="regenerate one section only")
+    sub.add_parser("packed", help="tests/fixtures/hf/*/packed.safetensors from the models there")
 
     e = sub.add_parser("check-export", help="logits of an exported HF checkpoint vs a reference")
     e.add_argument("--exported", required=True, type=Path, help="HF model directory fucina wrote")
@@ -60,6 +62,11 @@ def main(argv):
             import hf_fixtures_chat
 
             hf_fixtures_chat.generate(REPO / "tests/fixtures/chat", REPO)
+        return 0
+    if args.cmd == "packed":
+        import hf_fixtures_packed
+
+        hf_fixtures_packed.generate(REPO / "tests/fixtures/hf")
         return 0
     import hf_fixtures_check
 

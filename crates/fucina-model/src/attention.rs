@@ -1,7 +1,7 @@
 //! Causal self-attention with grouped-query heads (Llama, Mistral).
 
 use crate::lora::{project, Lora};
-use crate::{config::LlamaConfig, fused, rope::Rope};
+use crate::{config::LlamaConfig, documents::Span, fused, rope::Rope};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -56,8 +56,8 @@ impl<B: Backend> Attention<B> {
         }
     }
 
-    /// `x`: [batch, seq, hidden] at positions `start..start+seq`.
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
+    /// `x`: [batch, seq, hidden], its tokens where `span` says.
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, span: Span<B>) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]);
         let q = project(&self.q_proj, &self.q_lora, x.clone());
@@ -65,10 +65,11 @@ impl<B: Backend> Attention<B> {
         let v = project(&self.v_proj, &self.v_lora, x);
         // The 1/√d score scale rides on q's rotation tables: no pass over q or the scores.
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = rope.apply_scaled(heads(q, self.n_heads), start, scale);
-        let k = rope.apply(heads(k, self.n_kv_heads), start);
+        let q = rope.apply_in(heads(q, self.n_heads), span, scale);
+        let k = rope.apply_in(heads(k, self.n_kv_heads), span, 1.0);
         let v = heads(v, self.n_kv_heads);
-        let out = fused::attention(q, k, v).reshape([batch, seq, self.n_heads * self.head_dim]);
+        let out = fused::attention(q, k, v, span.documents());
+        let out = out.reshape([batch, seq, self.n_heads * self.head_dim]);
         project(&self.o_proj, &self.o_lora, out)
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod documents;
 pub mod fused;
 pub mod hf;
 pub mod lora;
@@ -12,5 +13,6 @@ pub mod presets;
 pub mod rope;
 
 pub use config::LlamaConfig;
+pub use documents::{Documents, Span};
 pub use lora::LoraSpec;
 pub use model::{cross_entropy, Llama};

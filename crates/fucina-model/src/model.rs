@@ -1,6 +1,7 @@
 //! The Llama-family decoder. Field names follow Hugging Face's module tree so that checkpoint
 //! names map one-to-one (`layers.3.self_attn.q_proj`, `embed_tokens`, `lm_head`, ...).
 
+use crate::documents::Span;
 use crate::rope::Rope;
 use crate::{attention::linear, attention::Attention, config::LlamaConfig, fused, mlp::Mlp};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, RmsNorm, RmsNormConfig};
@@ -30,13 +31,13 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    /// `x`: [batch, seq, hidden] at positions `start..start+seq`, the residual stream, f32 in
+    /// `x`: [batch, seq, hidden], its tokens where `span` says, the residual stream, f32 in
     /// every precision; the branches compute in the weights' dtype and are added back in f32,
     /// as under PyTorch's autocast (a bf16 residual stream rounds every layer's contribution
     /// to 8 bits of the running sum).
-    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, start: usize) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, span: Span<B>) -> Tensor<B, 3> {
         let dtype = x.dtype();
-        let attn = (self.self_attn).forward(norm(&self.input_layernorm, x.clone()), rope, start);
+        let attn = (self.self_attn).forward(norm(&self.input_layernorm, x.clone()), rope, span);
         let x = x + fused::cast(attn, dtype);
         let mlp = self
             .mlp
@@ -96,15 +97,25 @@ impl<B: Backend> Llama<B> {
         self.logits_of(self.hidden(tokens))
     }
 
+    /// `forward` for tokens where `span` says.
+    pub fn forward_in(&self, tokens: Tensor<B, 2, Int>, span: Span<B>) -> Tensor<B, 3> {
+        self.logits_of(self.hidden_in(tokens, span))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.embed_tokens.weight.val().dims()[0]
     }
 
     /// The last block's output [batch, seq, hidden] for tokens [batch, seq].
     pub fn hidden(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.hidden_in(tokens, Span::From(0))
+    }
+
+    /// `hidden` for tokens where `span` says.
+    pub fn hidden_in(&self, tokens: Tensor<B, 2, Int>, span: Span<B>) -> Tensor<B, 3> {
         let mut x = self.embed(tokens);
         for layer in &self.layers {
-            x = layer.forward(x, &self.rope, 0);
+            x = layer.forward(x, &self.rope, span);
         }
         x
     }

@@ -2,6 +2,7 @@
 //! with i + head_dim/2 (not with its neighbour, as in the original RoFormer layout).
 
 use crate::config::RopeScaling;
+use crate::documents::Span;
 use burn::prelude::*;
 
 #[derive(Module, Debug)]
@@ -93,6 +94,33 @@ impl<B: Backend> Rope<B> {
         self.apply_scaled(x, start, 1.0)
     }
 
+    /// `apply` or `apply_at` as `span` says, with the result multiplied by `scale`.
+    pub fn apply_in(&self, x: Tensor<B, 4>, span: Span<B>, scale: f64) -> Tensor<B, 4> {
+        match span {
+            Span::From(start) => self.apply_scaled(x, start, scale),
+            Span::Packed(docs) => self.apply_at(x, docs.positions(), scale),
+        }
+    }
+
+    /// `apply_scaled` with each token at its own position: `positions` [batch·seq].
+    pub fn apply_at(
+        &self,
+        x: Tensor<B, 4>,
+        positions: Tensor<B, 1, Int>,
+        scale: f64,
+    ) -> Tensor<B, 4> {
+        let [batch, seq, heads, head_dim] = x.dims();
+        let dtype = x.dtype();
+        let table = |t: &Tensor<B, 2>| {
+            let rows = t.clone().select(0, positions.clone()).mul_scalar(scale);
+            let rows = rows
+                .reshape([batch, seq, 1, head_dim])
+                .expand([batch, seq, heads, head_dim]);
+            crate::fused::cast(rows, dtype)
+        };
+        x.clone() * table(&self.cos) + swap_halves(x) * table(&self.sin)
+    }
+
     /// `apply`, with the result multiplied by `scale` at no extra cost.
     pub fn apply_scaled(&self, x: Tensor<B, 4>, start: usize, scale: f64) -> Tensor<B, 4> {
         let [batch, seq, heads, head_dim] = x.dims();
@@ -122,4 +150,16 @@ impl<B: Backend> Rope<B> {
             + swapped.reshape([batch, row]) * tile(&self.sin);
         rotated.reshape([batch, seq, heads, head_dim])
     }
+}
+
+/// Each head's two halves exchanged: the rotation's partner of every element.
+fn swap_halves<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [batch, seq, heads, head_dim] = x.dims();
+    let half = head_dim / 2;
+    let pairs = x.reshape([batch * seq * heads, 2, half]);
+    let swapped = Tensor::cat(
+        vec![pairs.clone().narrow(1, 1, 1), pairs.narrow(1, 0, 1)],
+        1,
+    );
+    swapped.reshape([batch, seq, heads, head_dim])
 }

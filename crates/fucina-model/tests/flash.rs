@@ -1,12 +1,13 @@
 //! The flash-attention kernels on WGPU (Mesa's lavapipe in CI) against burn's composed
 //! attention (`fused::reference`) on the same backend: outputs, and the gradients of q, k and v
-//! under a weighted sum of the output.
+//! under a weighted sum of the output; with documents packed in the rows too.
 #![cfg(feature = "wgpu")]
 
 use burn::backend::{Autodiff, Wgpu};
 use burn::prelude::*;
 use burn::tensor::DType;
 use common::error;
+use fucina_model::documents::Documents;
 use fucina_model::fused::{self, reference};
 
 mod common;
@@ -59,12 +60,14 @@ fn check(seq: usize, heads: usize, kv_heads: usize, dim: usize, dtype: DType, to
     );
     let qkv = [q, k, v];
     let flash = run(&qkv, dtype, |q, k, v| {
-        fused::flash_attention(q, k, v)
+        fused::flash_attention(q, k, v, None)
             .unwrap_or_else(|_| panic!("the flash kernels take these shapes"))
     });
     // The reference in f32 from the same (rounded) inputs.
     let rounded = qkv.clone().map(|t| t.cast(dtype).cast(DType::F32));
-    let want = run(&rounded, DType::F32, reference::attention);
+    let want = run(&rounded, DType::F32, |q, k, v| {
+        reference::attention(q, k, v, None)
+    });
     for (what, (got, want)) in ["out", "dq", "dk", "dv"]
         .iter()
         .zip(flash.iter().zip(&want))
@@ -108,9 +111,9 @@ fn without_autodiff_the_forward_matches() {
     let _turn = one_at_a_time();
     let [q, k, v] = [1, 2, 3].map(|s| input([1, 70, 2, 64], s).inner());
     let q = q / 8.0;
-    let got = fused::flash_attention::<Wgpu>(q.clone(), k.clone(), v.clone())
+    let got = fused::flash_attention::<Wgpu>(q.clone(), k.clone(), v.clone(), None)
         .unwrap_or_else(|_| panic!("the flash kernels take these shapes"));
-    let want = reference::attention(q, k, v);
+    let want = reference::attention(q, k, v, None);
     let e = error(&values(got), &values(want));
     assert!(e <= 1e-4, "off by {e:e}");
 }
@@ -122,9 +125,81 @@ fn long_sequences_on_wgpu_take_the_composed_attention() {
     let device = Default::default();
     let at = |seq: usize, dim: usize| {
         let q = Tensor::<Ad, 4>::zeros([1, seq, 1, dim], &device);
-        fused::flash_attention(q.clone(), q.clone(), q).is_ok()
+        fused::flash_attention(q.clone(), q.clone(), q, None).is_ok()
     };
     assert!(!at(4096, 64) && !at(2048, 128));
     assert!(fused::flash_within_loop_limit(2048, 64, true));
     assert!(fused::flash_within_loop_limit(1 << 20, 128, false));
+}
+
+/// Document starts for rows of `seq` tokens, each row's documents beginning at `firsts`.
+fn starts(rows: &[&[usize]], seq: usize) -> Vec<u32> {
+    let mut starts = Vec::with_capacity(rows.len() * seq);
+    for firsts in rows {
+        let mut start = 0;
+        for i in 0..seq {
+            if firsts.contains(&i) {
+                start = i;
+            }
+            starts.push(start as u32);
+        }
+    }
+    starts
+}
+
+/// The kernels with two rows of documents, row r's beginning at `firsts[r]`, against the
+/// reference's document mask; GQA 4/2 heads at dim 64.
+fn check_documents(seq: usize, firsts: [&[usize]; 2], dtype: DType, tol: f32) {
+    let (heads, kv_heads, dim) = (4, 2, 64);
+    let q = input([2, seq, heads, dim], 1) * (1.0 / (dim as f32).sqrt());
+    let (k, v) = (
+        input([2, seq, kv_heads, dim], 2),
+        input([2, seq, kv_heads, dim], 3),
+    );
+    let docs = Documents::<Ad>::new(starts(&firsts, seq), 2, seq, &Default::default()).unwrap();
+    let qkv = [q, k, v];
+    let flash = run(&qkv, dtype, |q, k, v| {
+        fused::flash_attention(q, k, v, Some(&docs))
+            .unwrap_or_else(|_| panic!("the flash kernels take these shapes"))
+    });
+    let rounded = qkv.clone().map(|t| t.cast(dtype).cast(DType::F32));
+    let want = run(&rounded, DType::F32, |q, k, v| {
+        reference::attention(q, k, v, Some(&docs))
+    });
+    for (what, (got, want)) in ["out", "dq", "dk", "dv"]
+        .iter()
+        .zip(flash.iter().zip(&want))
+    {
+        let e = error(got, want);
+        assert!(
+            e <= tol,
+            "{dtype:?} seq {seq}, documents from {firsts:?}: {what} off by {e:e}"
+        );
+    }
+}
+
+/// Uneven documents across the kernels' tiles (32 rows a cube, 32–64 keys a tile), beside a
+/// row that is one document: a one-token document, one at the last token. Then documents
+/// starting past whole tiles, so that cubes skip key tiles (forward, dq: rows 96– start at
+/// 70) and query tiles (dk, dv: keys 0–31 and rows 64– of the document from 33), beside a
+/// row of one document per token. One length for all: each new one costs the reference
+/// seconds of autotuning and compiling on lavapipe.
+fn check_all_documents(dtype: DType, tol: f32) {
+    let every: Vec<usize> = (0..100).collect();
+    check_documents(100, [&[0, 7, 40, 41, 99], &[0]], dtype, tol);
+    check_documents(100, [&[0, 33, 70], &every], dtype, tol);
+}
+
+#[test]
+fn flash_attention_with_documents_matches_the_reference_in_f32() {
+    let _turn = one_at_a_time();
+    check_all_documents(DType::F32, 1e-4);
+}
+
+/// f16 for the half-precision path: cubecl's WGSL compiler has no bf16 (it panics on the
+/// cast), and the kernels read and write both through the same generic `F`.
+#[test]
+fn flash_attention_with_documents_matches_the_reference_in_f16() {
+    let _turn = one_at_a_time();
+    check_all_documents(DType::F16, 4e-3);
 }

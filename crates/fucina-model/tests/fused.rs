@@ -178,8 +178,70 @@ fn attention_matches_with_grouped_heads_and_partial_blocks() {
                 random([2, seq, kv_heads, dim], 11),
                 random([2, seq, kv_heads, dim], 12),
             ],
-            |x| fused::attention(x[0].clone(), x[1].clone(), x[2].clone()),
-            |x| reference::attention(x[0].clone(), x[1].clone(), x[2].clone()),
+            |x| fused::attention(x[0].clone(), x[1].clone(), x[2].clone(), None),
+            |x| reference::attention(x[0].clone(), x[1].clone(), x[2].clone(), None),
         );
+    }
+}
+
+/// Documents of 1, 6, 63, 1 and 59 tokens in row 0 (crossing the kernel's 64-row blocks) and
+/// one document in row 1.
+fn packed(seq: usize) -> fucina_model::Documents<Ad> {
+    let mut starts = Vec::new();
+    for at in [vec![0, 1, 7, 70, 71], vec![0]] {
+        for i in 0..seq {
+            starts.push(*at.iter().rev().find(|&&s| s <= i).unwrap() as u32);
+        }
+    }
+    fucina_model::Documents::new(starts, 2, seq, &Default::default()).unwrap()
+}
+
+#[test]
+fn attention_in_documents_matches_the_reference_mask() {
+    let (seq, heads, kv_heads, dim) = (130, 4, 2, 8);
+    let docs = packed(seq);
+    check(
+        "attention in documents",
+        vec![
+            random([2, seq, heads, dim], 20).mul_scalar(0.35),
+            random([2, seq, kv_heads, dim], 21),
+            random([2, seq, kv_heads, dim], 22),
+        ],
+        |x| fused::attention(x[0].clone(), x[1].clone(), x[2].clone(), Some(&docs)),
+        |x| reference::attention(x[0].clone(), x[1].clone(), x[2].clone(), Some(&docs)),
+    );
+}
+
+/// Each document of a packed row attended on its own, as one causal sequence: what the packed
+/// call must give for its rows, computed without any document mask.
+#[test]
+fn attention_in_documents_equals_each_document_alone() {
+    let (seq, heads, kv_heads, dim) = (130, 4, 2, 8);
+    let docs = packed(seq);
+    let q = random([2, seq, heads, dim], 30).mul_scalar(0.35).inner();
+    let (k, v) = (
+        random([2, seq, kv_heads, dim], 31).inner(),
+        random([2, seq, kv_heads, dim], 32).inner(),
+    );
+    let starts = docs.starts().to_vec();
+    let inner = fucina_model::Documents::<Flex>::new(starts.clone(), 2, seq, &Default::default());
+    let packed = fused::attention(q.clone(), k.clone(), v.clone(), Some(&inner.unwrap()));
+    for b in 0..2 {
+        let row = &starts[b * seq..(b + 1) * seq];
+        let mut begin = 0;
+        while begin < seq {
+            let end = (begin..seq)
+                .find(|&i| row[i] as usize != begin)
+                .unwrap_or(seq);
+            let part = |t: &Tensor<Flex, 4>| t.clone().slice([b..b + 1, begin..end]);
+            let alone = fused::attention(part(&q), part(&k), part(&v), None);
+            assert_close(
+                &format!("row {b}, tokens {begin}..{end}"),
+                values(part(&packed)),
+                values(alone),
+                1e-5,
+            );
+            begin = end;
+        }
     }
 }

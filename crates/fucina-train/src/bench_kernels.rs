@@ -141,8 +141,8 @@ impl BackendTask for Attention {
         );
         type Op<B> = fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>;
         let attend: Op<B> = match self.what {
-            Attend::Model => fused::attention,
-            Attend::Reference => fused::reference::attention,
+            Attend::Model => |q, k, v| fused::attention(q, k, v, None),
+            Attend::Reference => |q, k, v| fused::reference::attention(q, k, v, None),
             Attend::Burn => {
                 let [q, k, v] = [&q, &k, &v].map(|t| t.clone().inner());
                 let forward = time(self.iters, || {

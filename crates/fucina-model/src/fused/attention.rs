@@ -209,8 +209,16 @@ fn keys_by(
 }
 
 /// out = softmax(q·kᵀ, causal)·v per (batch, head), q already scaled; `probs` [batch, heads,
-/// seq, seq] receives the softmax, which the backward pass needs.
-pub fn forward(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], probs: &mut [f32]) {
+/// seq, seq] receives the softmax, which the backward pass needs. With `starts` ([batch·seq],
+/// see `Documents`) query i sees keys `starts[i]..=i` only; the backward needs nothing more,
+/// since the probabilities it reads are 0 outside them.
+pub fn forward(
+    s: Shape,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    starts: Option<&[u32]>,
+    out: &mut [f32],
+    probs: &mut [f32],
+) {
     let n = s.seq;
     for b in 0..s.batch {
         for h in 0..s.heads {
@@ -218,7 +226,11 @@ pub fn forward(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], probs
             for rows in blocks(n) {
                 by_keys_t(&s, rows, q, qa, k, ka, probs, pa);
             }
-            kernels::causal_softmax(&mut probs[pa..pa + n * n], n, n);
+            let scores = &mut probs[pa..pa + n * n];
+            match starts {
+                None => kernels::causal_softmax(scores, n, n),
+                Some(starts) => kernels::document_softmax(scores, n, &starts[b * n..(b + 1) * n]),
+            }
             for rows in blocks(n) {
                 by_keys(&s, rows, probs, pa, v, ka, out, qa);
             }

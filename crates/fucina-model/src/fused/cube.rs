@@ -27,14 +27,19 @@ pub trait Flash: Backend {
     ) -> [FloatTensor<Self>; 2];
     /// (dx, dgamma) from [x, gamma, 1/rms, dy].
     fn rms_backward(inputs: [FloatTensor<Self>; 4]) -> [FloatTensor<Self>; 2];
-    /// (out, logsumexp [batch, heads, seq] in f32).
+    /// (out, logsumexp [batch, heads, seq] in f32); with `starts` (document starts [batch,
+    /// seq] in f32), each query sees its own document's keys only.
     fn flash_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        starts: Option<FloatTensor<Self>>,
     ) -> [FloatTensor<Self>; 2];
-    /// (dq, dk, dv) from [q, k, v, out, logsumexp, d out].
-    fn flash_backward(inputs: [FloatTensor<Self>; 6]) -> [FloatTensor<Self>; 3];
+    /// (dq, dk, dv) from [q, k, v, out, logsumexp, d out] and the forward's `starts`.
+    fn flash_backward(
+        inputs: [FloatTensor<Self>; 6],
+        starts: Option<FloatTensor<Self>>,
+    ) -> [FloatTensor<Self>; 3];
 }
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Flash
@@ -44,13 +49,17 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Flash
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        starts: Option<FloatTensor<Self>>,
     ) -> [FloatTensor<Self>; 2] {
-        let (out, lse) = flash::forward(q, k, v);
+        let (out, lse) = flash::forward(q, k, v, starts);
         [out, lse]
     }
 
-    fn flash_backward(inputs: [FloatTensor<Self>; 6]) -> [FloatTensor<Self>; 3] {
-        flash::backward(inputs)
+    fn flash_backward(
+        inputs: [FloatTensor<Self>; 6],
+        starts: Option<FloatTensor<Self>>,
+    ) -> [FloatTensor<Self>; 3] {
+        flash::backward(inputs, starts)
     }
 
     fn rms_forward(
@@ -130,23 +139,47 @@ impl<B: FusionBackend + Flash> Flash for Fusion<B> {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        starts: Option<FloatTensor<Self>>,
     ) -> [FloatTensor<Self>; 2] {
         let [batch, seq, heads, _] = q.shape.dims::<4>();
         let outputs = [
             (q.shape.clone(), q.dtype),
             (Shape::new([batch, heads, seq]), DType::F32),
         ];
-        register::<B, 3, 2>("fucina_flash_forward", [q, k, v], outputs, |x| {
-            let [q, k, v] = array(x);
-            B::flash_forward(q, k, v).to_vec()
-        })
+        match starts {
+            None => register::<B, 3, 2>("fucina_flash_forward", [q, k, v], outputs, |x| {
+                let [q, k, v] = array(x);
+                B::flash_forward(q, k, v, None).to_vec()
+            }),
+            Some(s) => {
+                let name = "fucina_flash_forward_documents";
+                register::<B, 4, 2>(name, [q, k, v, s], outputs, |x| {
+                    let [q, k, v, s] = array(x);
+                    B::flash_forward(q, k, v, Some(s)).to_vec()
+                })
+            }
+        }
     }
 
-    fn flash_backward(inputs: [FloatTensor<Self>; 6]) -> [FloatTensor<Self>; 3] {
+    fn flash_backward(
+        inputs: [FloatTensor<Self>; 6],
+        starts: Option<FloatTensor<Self>>,
+    ) -> [FloatTensor<Self>; 3] {
         let [q, k, v] = [0, 1, 2].map(|i| (inputs[i].shape.clone(), inputs[i].dtype));
-        register::<B, 6, 3>("fucina_flash_backward", inputs, [q, k, v], |x| {
-            B::flash_backward(array(x)).to_vec()
-        })
+        match starts {
+            None => register::<B, 6, 3>("fucina_flash_backward", inputs, [q, k, v], |x| {
+                B::flash_backward(array(x), None).to_vec()
+            }),
+            Some(s) => {
+                let [a, b, c, d, e, f] = inputs;
+                let inputs = [a, b, c, d, e, f, s];
+                let name = "fucina_flash_backward_documents";
+                register::<B, 7, 3>(name, inputs, [q, k, v], |x| {
+                    let [a, b, c, d, e, f, s]: [FloatTensor<B>; 7] = array(x);
+                    B::flash_backward([a, b, c, d, e, f], Some(s)).to_vec()
+                })
+            }
+        }
     }
 
     fn rms_forward(
@@ -192,12 +225,13 @@ impl<B: Flash> Backward<B, 2> for RmsNorm {
 struct FlashAttention;
 
 impl<B: Flash> Backward<B, 3> for FlashAttention {
-    type State = [FloatTensor<B>; 5];
+    /// [q, k, v, out, logsumexp] and the document starts, a constant (no gradient).
+    type State = ([FloatTensor<B>; 5], Option<FloatTensor<B>>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [q, k, v, out, lse] = ops.state;
+        let ([q, k, v, out, lse], starts) = ops.state;
         let grad = grads.consume::<B>(&ops.node);
-        let d = B::flash_backward([q, k, v, out, lse, grad]);
+        let d = B::flash_backward([q, k, v, out, lse, grad], starts);
         for (node, d) in ops.parents.into_iter().zip(d) {
             if let Some(node) = node {
                 grads.register::<B>(node.id, d);
@@ -227,24 +261,27 @@ fn on<B: Backend, G: Flash>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
+    starts: Option<&FloatTensor<B>>,
     wgpu: bool,
 ) -> Result<FloatTensor<B>, Three<B>> {
     let b = TypeId::of::<B>();
     let dtype = q.dtype();
+    let [batch, seq, _, dim] = q.shape().dims::<4>();
     let usable = [k.dtype(), v.dtype()].iter().all(|&d| d == dtype)
         && matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
         && flash::fits(&q.shape(), &k.shape(), &v.shape())
-        && {
-            let [_, seq, _, dim] = q.shape().dims::<4>();
-            super::flash_within_loop_limit(seq, dim, wgpu)
-        };
+        && super::flash_within_loop_limit(seq, dim, wgpu)
+        && starts.is_none_or(|s| s.dtype() == DType::F32 && s.shape() == Shape::new([batch, seq]));
     if !usable || ![TypeId::of::<G>(), TypeId::of::<Autodiff<G>>()].contains(&b) {
         return Err((q, k, v));
     }
     if b == TypeId::of::<G>() {
-        let [out, _] = G::flash_forward(same(q), same(k), same(v));
+        let starts = starts.map(|s| same(s.clone()));
+        let [out, _] = G::flash_forward(same(q), same(k), same(v), starts);
         return Ok(same(out));
     }
+    // Starts are a constant: the inner backend's tensor, no autodiff node.
+    let starts = starts.map(|s| same::<_, FloatTensor<Autodiff<G>>>(s.clone()).primitive);
     let [q, k, v] = [q, k, v].map(same::<_, FloatTensor<Autodiff<G>>>);
     let prep = <FlashAttention as Backward<G, 3>>::prepare::<NoCheckpointing>(
         FlashAttention,
@@ -256,35 +293,40 @@ fn on<B: Backend, G: Flash>(
         q.primitive.clone(),
         k.primitive.clone(),
         v.primitive.clone(),
+        starts.clone(),
     );
     let out = match prep {
         OpsKind::Tracked(prep) => {
             let state = [q.primitive, k.primitive, v.primitive, out.clone(), lse];
-            prep.finish(state, out)
+            prep.finish((state, starts), out)
         }
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Ok(same(out))
 }
 
-/// Flash attention when `B` is a cubecl backend this binary has, else the inputs back.
+/// Flash attention when `B` is a cubecl backend this binary has, else the inputs back; with
+/// `starts` (document starts [batch, seq] in f32), each query sees its own document's keys
+/// only.
 pub(super) fn attention<B: Backend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
+    starts: Option<FloatTensor<B>>,
 ) -> Result<FloatTensor<B>, Three<B>> {
+    let starts = starts.as_ref();
     #[cfg(feature = "wgpu")]
-    let (q, k, v) = match on::<B, burn::backend::Wgpu>(q, k, v, true) {
+    let (q, k, v) = match on::<B, burn::backend::Wgpu>(q, k, v, starts, true) {
         Ok(out) => return Ok(out),
         Err(inputs) => inputs,
     };
     #[cfg(feature = "cuda")]
-    let (q, k, v) = match on::<B, burn::backend::Cuda>(q, k, v, false) {
+    let (q, k, v) = match on::<B, burn::backend::Cuda>(q, k, v, starts, false) {
         Ok(out) => return Ok(out),
         Err(inputs) => inputs,
     };
     #[cfg(feature = "rocm")]
-    let (q, k, v) = match on::<B, burn::backend::Rocm>(q, k, v, false) {
+    let (q, k, v) = match on::<B, burn::backend::Rocm>(q, k, v, starts, false) {
         Ok(out) => return Ok(out),
         Err(inputs) => inputs,
     };

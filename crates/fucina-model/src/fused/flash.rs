@@ -12,6 +12,10 @@
 //! third sums the shares of the query heads each key/value head serves: no atomics, the same
 //! result every run.
 //!
+//! With documents packed in a row (`starts`, see `Documents`), query i sees keys
+//! `starts[b, i]..=i`: the kernels take the starts as a comptime-flagged argument, compiled
+//! out when there are none, and skip the tiles no row of a cube sees on that side too.
+//!
 //! The loops over `dim` are unrolled, fully on CUDA and ROCm, by 8 on WGPU (`lanes`): Mesa's
 //! llvmpipe (lavapipe, what CI tests on) stops a shader invocation after 65,535 loop passes in
 //! all, which a rolled dim-64 loop reaches at about seq 450 and the forward unrolled by 8 at
@@ -68,16 +72,59 @@ fn load_tile<F: Float>(
     }
 }
 
+/// Whether query `i` sees key `j`: causally, and with `docs` only from its document's first
+/// token `first` on.
+#[cube]
+fn sees(j: usize, i: usize, first: usize, #[comptime] docs: bool) -> bool {
+    if docs {
+        j <= i && j >= first
+    } else {
+        j <= i
+    }
+}
+
+/// The first token of row `row`'s document, from `starts` [batch, seq] (whole numbers in f32).
+#[cube]
+fn doc_start(starts: &Tensor<f32>, b: usize, row: usize) -> usize {
+    usize::cast_from(starts[b * starts.stride(0) + row * starts.stride(1)])
+}
+
+/// (the first tile of keys any of the cube's query rows `first..` sees, the first key row `i`
+/// sees). Starts only grow along a row, so the cube's first row has the smallest: tiles
+/// ending before it are masked for every row and never loaded.
+#[cube]
+fn key_range(
+    starts: &Tensor<f32>,
+    b: usize,
+    first: usize,
+    i: usize,
+    valid: bool,
+    #[comptime] tile: usize,
+    #[comptime] docs: bool,
+) -> (usize, usize) {
+    let mut from = 0;
+    let mut si = 0;
+    if docs {
+        from = doc_start(starts, b, first) / tile;
+        if valid {
+            si = doc_start(starts, b, i);
+        }
+    }
+    (from, si)
+}
+
 #[cube(launch)]
 fn forward_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
+    starts: &Tensor<f32>,
     out: &mut Tensor<F>,
     lse: &mut Tensor<f32>,
     #[comptime] dim: usize,
     #[comptime] tile: usize,
     #[comptime] lanes: usize,
+    #[comptime] docs: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let seq = q.shape(1);
@@ -87,6 +134,7 @@ fn forward_kernel<F: Float>(
     let i = first + UNIT_POS_X as usize;
     let valid = i < seq;
     let last = min(first + CUBE_DIM_X as usize, seq) - 1;
+    let (from, si) = key_range(starts, b, first, i, valid, tile, docs);
 
     let mut qi = Array::<f32>::new(dim);
     let mut acc = Array::<f32>::new(dim);
@@ -107,7 +155,7 @@ fn forward_kernel<F: Float>(
     let mut vs = SharedMemory::<f32>::new(tile * dim);
     let mut m = lowest();
     let mut l = f32::new(0.0);
-    for t in 0..last / tile + 1 {
+    for t in from..last / tile + 1 {
         let start = t * tile;
         load_tile::<F>(k, &mut ks, b, hk, start, tile, dim);
         load_tile::<F>(v, &mut vs, b, hk, start, tile, dim);
@@ -116,7 +164,7 @@ fn forward_kernel<F: Float>(
             let mut tile_max = lowest();
             for jj in 0..tile {
                 let mut s = lowest();
-                if start + jj <= i {
+                if sees(start + jj, i, si, docs) {
                     let mut dot = f32::new(0.0);
                     for c in 0..dim / lanes {
                         #[unroll]
@@ -141,7 +189,7 @@ fn forward_kernel<F: Float>(
                 }
             }
             for jj in 0..tile {
-                if start + jj <= i {
+                if sees(start + jj, i, si, docs) {
                     let p = (scores[jj] - m_new).exp();
                     l += p;
                     for c in 0..dim / lanes {
@@ -179,11 +227,13 @@ fn dq_kernel<F: Float>(
     o: &Tensor<F>,
     grad: &Tensor<F>,
     lse: &Tensor<f32>,
+    starts: &Tensor<f32>,
     delta: &mut Tensor<f32>,
     dq: &mut Tensor<F>,
     #[comptime] dim: usize,
     #[comptime] tile: usize,
     #[comptime] lanes: usize,
+    #[comptime] docs: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let seq = q.shape(1);
@@ -193,6 +243,7 @@ fn dq_kernel<F: Float>(
     let i = first + UNIT_POS_X as usize;
     let valid = i < seq;
     let last = min(first + CUBE_DIM_X as usize, seq) - 1;
+    let (from, si) = key_range(starts, b, first, i, valid, tile, docs);
 
     let mut qi = Array::<f32>::new(dim);
     let mut gi = Array::<f32>::new(dim);
@@ -227,14 +278,14 @@ fn dq_kernel<F: Float>(
     }
     let mut ks = SharedMemory::<f32>::new(tile * dim);
     let mut vs = SharedMemory::<f32>::new(tile * dim);
-    for t in 0..last / tile + 1 {
+    for t in from..last / tile + 1 {
         let start = t * tile;
         load_tile::<F>(k, &mut ks, b, hk, start, tile, dim);
         load_tile::<F>(v, &mut vs, b, hk, start, tile, dim);
         sync_cube();
         if valid {
             for jj in 0..tile {
-                if start + jj <= i {
+                if sees(start + jj, i, si, docs) {
                     let mut s = f32::new(0.0);
                     let mut dp = f32::new(0.0);
                     for c in 0..dim / lanes {
@@ -282,11 +333,13 @@ fn dkv_kernel<F: Float>(
     grad: &Tensor<F>,
     lse: &Tensor<f32>,
     delta: &Tensor<f32>,
+    starts: &Tensor<f32>,
     dk: &mut Tensor<f32>,
     dv: &mut Tensor<f32>,
     #[comptime] dim: usize,
     #[comptime] tile: usize,
     #[comptime] lanes: usize,
+    #[comptime] docs: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let seq = q.shape(1);
@@ -320,11 +373,23 @@ fn dkv_kernel<F: Float>(
     let mut gs = SharedMemory::<f32>::new(tile * dim);
     let mut ls = SharedMemory::<f32>::new(tile);
     let mut ds_row = SharedMemory::<f32>::new(tile);
+    // The query rows' document starts, read once per tile rather than once per (row, key).
+    let mut ss = SharedMemory::<f32>::new(comptime!(if docs { tile } else { 1 }));
+    let last = min(first + CUBE_DIM_X as usize, seq) - 1;
+    let jf = f32::cast_from(j);
     // Queries before this cube's first key see none of its keys.
     let covered = seq + tile - 1;
     let tiles = covered / tile;
     for t in first / tile..tiles {
         let start = t * tile;
+        if docs {
+            // Starts only grow along a row: a tile whose first query's document starts after
+            // this cube's last key sees none of its keys, and neither does any tile after it.
+            // The same for every unit, so the whole cube leaves together.
+            if doc_start(starts, b, start) > last {
+                break;
+            }
+        }
         load_tile::<F>(q, &mut qs, b, h, start, tile, dim);
         load_tile::<F>(grad, &mut gs, b, h, start, tile, dim);
         let u = UNIT_POS_X as usize;
@@ -338,12 +403,23 @@ fn dkv_kernel<F: Float>(
             }
             ls[u] = lv;
             ds_row[u] = dv_;
+            if docs {
+                let mut sv = f32::new(0.0);
+                if start + u < seq {
+                    sv = starts[b * starts.stride(0) + (start + u) * starts.stride(1)];
+                }
+                ss[u] = sv;
+            }
         }
         sync_cube();
         if valid {
             for ii in 0..tile {
                 let i = start + ii;
-                if i < seq && j <= i {
+                let mut seen = i < seq && j <= i;
+                if docs {
+                    seen = seen && jf >= ss[ii];
+                }
+                if seen {
                     let mut s = f32::new(0.0);
                     let mut dp = f32::new(0.0);
                     for c in 0..dim / lanes {
@@ -458,11 +534,13 @@ pub(super) fn empty<R: CubeRuntime>(
     empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, dtype)
 }
 
-/// (out, logsumexp [batch, heads, seq] in f32).
+/// (out, logsumexp [batch, heads, seq] in f32). With `starts` ([batch, seq] in f32, see
+/// `Documents`), query i sees keys `starts[b, i]..=i` only.
 pub fn forward<R: CubeRuntime>(
     q: CubeTensor<R>,
     k: CubeTensor<R>,
     v: CubeTensor<R>,
+    starts: Option<CubeTensor<R>>,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
     let [batch, seq, heads, dim] = q.shape().dims::<4>();
@@ -470,6 +548,9 @@ pub fn forward<R: CubeRuntime>(
     let lse = empty(&q, Shape::new([batch, heads, seq]), DType::F32);
     let (tile, lanes) = (tile(&q, dim, 2, 0), lanes(&q, dim));
     let (client, dtype) = (q.client.clone(), q.dtype);
+    let docs = starts.is_some();
+    // Without documents the kernel never reads `starts`: any f32 tensor binds it.
+    let starts = starts.unwrap_or_else(|| lse.clone());
     forward_kernel::launch::<R>(
         &client,
         count(seq, heads, batch),
@@ -477,19 +558,27 @@ pub fn forward<R: CubeRuntime>(
         q.into_tensor_arg(),
         k.into_tensor_arg(),
         v.into_tensor_arg(),
+        starts.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         lse.clone().into_tensor_arg(),
         dim,
         tile,
         lanes,
+        docs,
         dtype.into(),
     );
     (out, lse)
 }
 
-/// (dq, dk, dv) from the forward's inputs, output and logsumexp, and the output's gradient.
-pub fn backward<R: CubeRuntime>([q, k, v, o, lse, grad]: [CubeTensor<R>; 6]) -> [CubeTensor<R>; 3] {
+/// (dq, dk, dv) from the forward's inputs, output and logsumexp, the output's gradient, and
+/// the forward's `starts`.
+pub fn backward<R: CubeRuntime>(
+    [q, k, v, o, lse, grad]: [CubeTensor<R>; 6],
+    starts: Option<CubeTensor<R>>,
+) -> [CubeTensor<R>; 3] {
     let [q, k, v, o, lse, grad] = [q, k, v, o, lse, grad].map(into_contiguous);
+    let docs = starts.is_some();
+    let starts = starts.unwrap_or_else(|| lse.clone());
     let [batch, seq, heads, dim] = q.shape().dims::<4>();
     let kv_heads = k.shape().dims::<4>()[2];
     let (client, dtype) = (q.client.clone(), q.dtype);
@@ -498,7 +587,7 @@ pub fn backward<R: CubeRuntime>([q, k, v, o, lse, grad]: [CubeTensor<R>; 6]) -> 
     let (dk, dv) = (empty(&k, k.shape(), dtype), empty(&v, v.shape(), dtype));
     let [dk_share, dv_share] = [(); 2].map(|_| empty(&q, q.shape(), DType::F32));
     let cube = CubeDim::new_1d(ROWS as u32);
-    let (dq_tile, dkv_tile) = (tile(&q, dim, 2, 0), tile(&q, dim, 2, 2));
+    let (dq_tile, dkv_tile) = (tile(&q, dim, 2, 0), tile(&q, dim, 2, 2 + docs as usize));
     let lanes = lanes(&q, dim);
     dq_kernel::launch::<R>(
         &client,
@@ -510,11 +599,13 @@ pub fn backward<R: CubeRuntime>([q, k, v, o, lse, grad]: [CubeTensor<R>; 6]) -> 
         o.into_tensor_arg(),
         grad.clone().into_tensor_arg(),
         lse.clone().into_tensor_arg(),
+        starts.clone().into_tensor_arg(),
         delta.clone().into_tensor_arg(),
         dq.clone().into_tensor_arg(),
         dim,
         dq_tile,
         lanes,
+        docs,
         dtype.into(),
     );
     dkv_kernel::launch::<R>(
@@ -527,11 +618,13 @@ pub fn backward<R: CubeRuntime>([q, k, v, o, lse, grad]: [CubeTensor<R>; 6]) -> 
         grad.into_tensor_arg(),
         lse.into_tensor_arg(),
         delta.into_tensor_arg(),
+        starts.into_tensor_arg(),
         dk_share.clone().into_tensor_arg(),
         dv_share.clone().into_tensor_arg(),
         dim,
         dkv_tile,
         lanes,
+        docs,
         dtype.into(),
     );
     let sum = CubeDim::new_1d(256);

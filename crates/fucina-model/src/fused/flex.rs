@@ -306,9 +306,15 @@ pub(super) fn rms_norm<B: Backend>(
 
 // ---- attention ------------------------------------------------------------------------------
 
-fn attention_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<host::Shape> {
+fn attention_shape(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+    starts: Option<&[u32]>,
+) -> Option<host::Shape> {
     let (dq, dk) = (dims(q), dims(k));
     let fits = dq.len() == 4
+        && starts.is_none_or(|s| s.len() == dq[0] * dq[1])
         && dk == dims(v)
         && dk.len() == 4
         && (dq[0], dq[1], dq[3]) == (dk[0], dk[1], dk[3])
@@ -325,12 +331,12 @@ fn attention_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<hos
 
 fn attention_forward(
     s: host::Shape,
-    q: &FlexTensor,
-    k: &FlexTensor,
-    v: &FlexTensor,
+    (q, k, v): (&FlexTensor, &FlexTensor, &FlexTensor),
+    starts: Option<&[u32]>,
 ) -> (FlexTensor, FlexTensor) {
     let (mut out, mut probs) = (vec![0.0; s.q_len()], vec![0.0; s.probs_len()]);
-    host::forward(s, f32s(q), f32s(k), f32s(v), &mut out, &mut probs);
+    let inputs = (f32s(q), f32s(k), f32s(v));
+    host::forward(s, inputs, starts, &mut out, &mut probs);
     let probs = from_vec(probs, Shape::new([s.batch, s.heads, s.seq, s.seq]));
     (from_vec(out, q.shape()), probs)
 }
@@ -366,16 +372,18 @@ impl Backward<Flex, 3> for Attention {
 
 type Three<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
+/// `starts`: see `host::forward`.
 pub(super) fn attention<B: Backend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
+    starts: Option<&[u32]>,
 ) -> Result<FloatTensor<B>, Three<B>> {
     match (classify::<B>(q), classify::<B>(k), classify::<B>(v)) {
         (Flexible::Plain(q), Flexible::Plain(k), Flexible::Plain(v)) => {
             let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
-            match attention_shape(&q, &k, &v) {
-                Some(s) => Ok(back::<B, _>(attention_forward(s, &q, &k, &v).0)),
+            match attention_shape(&q, &k, &v, starts) {
+                Some(s) => Ok(back::<B, _>(attention_forward(s, (&q, &k, &v), starts).0)),
                 None => Err((back::<B, _>(q), back::<B, _>(k), back::<B, _>(v))),
             }
         }
@@ -385,7 +393,7 @@ pub(super) fn attention<B: Backend>(
                 k.primitive.to_contiguous(),
                 v.primitive.to_contiguous(),
             );
-            let Some(s) = attention_shape(&qs, &ks, &vs) else {
+            let Some(s) = attention_shape(&qs, &ks, &vs, starts) else {
                 return Err((back::<B, _>(q), back::<B, _>(k), back::<B, _>(v)));
             };
             let prep = Attention.prepare::<NoCheckpointing>([
@@ -393,7 +401,7 @@ pub(super) fn attention<B: Backend>(
                 k.node.clone(),
                 v.node.clone(),
             ]);
-            let (out, probs) = attention_forward(s, &qs, &ks, &vs);
+            let (out, probs) = attention_forward(s, (&qs, &ks, &vs), starts);
             Ok(back::<B, _>(record(
                 prep.compute_bound(),
                 (s, [qs, ks, vs, probs]),

@@ -160,6 +160,23 @@ multiversion! {
 }
 
 multiversion! {
+    /// `causal_softmax` of one square [n, n] matrix whose query row `i` attends to keys
+    /// `starts[i]..=i` (its document's, see `Documents`); the rest of its row becomes 0, so
+    /// `causal_softmax_backward` serves it unchanged.
+    pub fn document_softmax(scores: &mut [f32], n: usize, starts: &[u32]) {
+        for (i, row) in scores.chunks_exact_mut(n).enumerate() {
+            let (before, rest) = row.split_at_mut(starts[i] as usize);
+            let (live, after) = rest.split_at_mut(i + 1 - before.len());
+            let s = sum_exp(live, max(live));
+            let inv = 1.0 / s;
+            live.iter_mut().for_each(|v| *v *= inv);
+            before.fill(0.0);
+            after.fill(0.0);
+        }
+    }
+}
+
+multiversion! {
     /// dx = y ⊙ (g − ⟨g, y⟩) per row, in place in `grad`; rows of `probs` are the softmax's
     /// output, zero past the visible keys (whose gradient is then 0 too).
     pub fn causal_softmax_backward(probs: &[f32], grad: &mut [f32], q: usize, k: usize) {

@@ -23,6 +23,7 @@ pub mod reference;
 #[cfg(feature = "cube")]
 mod rms;
 
+use crate::documents::Documents;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
 #[cfg(feature = "cube")]
@@ -57,22 +58,29 @@ pub fn causal_softmax<B: Backend, const D: usize>(scores: Tensor<B, D>) -> Tenso
 
 /// Causal attention over q [batch, seq, heads, head_dim] (already scaled by 1/√head_dim) and
 /// k, v [batch, seq, kv_heads, head_dim]; each key/value head serves `heads / kv_heads` query
-/// heads. Returns [batch, seq, heads, head_dim].
-pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+/// heads. With `docs`, each query sees only the keys of its own document (block-diagonal
+/// causal). Returns [batch, seq, heads, head_dim].
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    docs: Option<&Documents<B>>,
+) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    let (q, k, v) = match flex::attention::<B>(float(q), float(k), float(v)) {
-        Ok(y) => return tensor(y),
-        Err((q, k, v)) => (tensor(q), tensor(k), tensor(v)),
-    };
+    let (q, k, v) =
+        match flex::attention::<B>(float(q), float(k), float(v), docs.map(|d| d.starts())) {
+            Ok(y) => return tensor(y),
+            Err((q, k, v)) => (tensor(q), tensor(k), tensor(v)),
+        };
     #[cfg(feature = "cube")]
     let (q, k, v) = match flash_enabled() {
-        true => match flash_attention(q, k, v) {
+        true => match flash_attention(q, k, v, docs) {
             Ok(y) => return y,
             Err(inputs) => inputs,
         },
         false => (q, k, v),
     };
-    reference::attention(q, k, v)
+    reference::attention(q, k, v, docs)
 }
 
 /// How many steps of the flash kernels' loops over the head dimension are unrolled on WGPU.
@@ -108,8 +116,10 @@ pub fn flash_attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
+    docs: Option<&Documents<B>>,
 ) -> Result<Tensor<B, 4>, Qkv<B>> {
-    match cube::attention::<B>(float(q), float(k), float(v)) {
+    let starts = docs.map(|d| float(d.starts_tensor()));
+    match cube::attention::<B>(float(q), float(k), float(v), starts) {
         Ok(y) => Ok(tensor(y)),
         Err((q, k, v)) => Err((tensor(q), tensor(k), tensor(v))),
     }

@@ -5,11 +5,18 @@
 //! squares lose too much in bf16's 8-bit mantissa.
 
 use super::{cast, mask};
+use crate::documents::Documents;
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::DType;
 
-pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+/// With `docs`, query i sees keys `start(i)..=i` only (see `Documents`).
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    docs: Option<&Documents<B>>,
+) -> Tensor<B, 4> {
     let groups = q.dims()[2] / k.dims()[2];
     // [batch, heads, seq, dim], each key/value head repeated for the query heads it serves.
     let repeat = |t: Tensor<B, 4>| {
@@ -29,12 +36,27 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
     );
     let dtype = q.dtype();
     // Scores and probabilities in f32; the products with q, k and v in the inputs' dtype.
-    cast(
-        causal_softmax(cast(q.matmul(k.swap_dims(2, 3)), DType::F32)),
-        dtype,
-    )
-    .matmul(v)
-    .swap_dims(1, 2)
+    let scores = cast(q.matmul(k.swap_dims(2, 3)), DType::F32);
+    let probs = match docs {
+        None => causal_softmax(scores),
+        Some(docs) => softmax(scores + document_mask(docs), 3),
+    };
+    cast(probs, dtype).matmul(v).swap_dims(1, 2)
+}
+
+/// [batch, 1, seq, seq] in f32: 0 where query i sees key j (start(i) ≤ j ≤ i), −∞ elsewhere;
+/// built on the device from the starts, broadcast over heads.
+pub fn document_mask<B: Backend>(docs: &Documents<B>) -> Tensor<B, 4> {
+    let (batch, seq) = docs.shape();
+    let shape = [batch, 1, seq, seq];
+    let starts = docs.starts_tensor();
+    let device = starts.device();
+    let index = || Tensor::<B, 1, Int>::arange(0..seq as i64, &device).float();
+    let keys = index().reshape([1, 1, 1, seq]).expand(shape);
+    let queries = index().reshape([1, 1, seq, 1]).expand(shape);
+    let starts = starts.reshape([batch, 1, seq, 1]).expand(shape);
+    let hidden = (keys.clone().greater(queries)).bool_or(keys.lower(starts));
+    Tensor::<B, 4>::zeros(shape, (&device, DType::F32)).mask_fill(hidden, f32::NEG_INFINITY)
 }
 
 /// In f32, returned in the dtype of `scores`.
