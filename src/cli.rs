@@ -64,12 +64,18 @@ enum Command {
         /// Column of .parquet inputs that holds the documents.
         #[arg(long, default_value = "text")]
         text_column: String,
+        /// Pack several conversations into each row of SEQ_LEN + 1 tokens (first-fit decreasing)
+        /// instead of one per row, to train on less padding; training keeps attention and
+        /// positions within each conversation. Conversations only: for pre-training text set
+        /// the run option data.document_mask = true instead.
+        #[arg(long, conflicts_with = "part")]
+        pack: bool,
         /// Tokenise only part I of N (counted from 0, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)
         /// into OUT/parts/; text only. Run every part with the same arguments, then --merge.
         #[arg(long, value_name = "I/N")]
         part: Option<fucina_data::prepare::Part>,
         /// Join the parts in OUT/parts/ into OUT (byte-identical to one process doing it all).
-        #[arg(long, conflicts_with_all = ["tokenizer", "part", "inputs", "chat_template", "seq_len"])]
+        #[arg(long, conflicts_with_all = ["tokenizer", "part", "inputs", "chat_template", "seq_len", "pack"])]
         merge: bool,
         #[arg(required_unless_present = "merge")]
         inputs: Vec<PathBuf>,
@@ -273,6 +279,7 @@ pub fn run() -> Result<()> {
             chat_template,
             seq_len,
             text_column,
+            pack,
             part,
             merge,
             inputs,
@@ -298,6 +305,7 @@ pub fn run() -> Result<()> {
                 chat_template,
                 seq_len,
                 text_column,
+                pack,
             };
             if let Some(part) = part {
                 let meta =
@@ -316,6 +324,9 @@ pub fn run() -> Result<()> {
             }
             let summary = prepare(&tokenizer, &inputs, &out, &options)?;
             eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+            if let Some(line) = summary.chat.and_then(|c| c.packing_report()) {
+                eprintln!("{line}");
+            }
             if let Some(chat) = summary.chat.filter(|c| c.truncated + c.dropped > 0) {
                 eprintln!(
                     "note: {} conversations were cut at {} tokens and {} dropped (no assistant \

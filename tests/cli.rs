@@ -221,3 +221,77 @@ fn first_errors_are_clear() {
         assert!(message.contains("--features cuda"), "{message}");
     }
 }
+
+#[test]
+fn prepare_pack_reports_the_saving_and_refuses_misuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/chat/qwen2-7b-instruct/tokenizer_config.json");
+    let chats: String = ["Hi", "Ciao", "Bonjour", "Hallo", "Hola"]
+        .iter()
+        .map(|w| {
+            let messages = [("user", *w), ("assistant", "Human dignity is inviolable.")]
+                .map(|(role, content)| serde_json::json!({"role": role, "content": content}));
+            serde_json::json!({ "messages": messages }).to_string() + "\n"
+        })
+        .collect();
+    let input = d.join("chats.jsonl");
+    std::fs::write(&input, chats).unwrap();
+    let (input, config) = (input.to_str().unwrap(), config.to_str().unwrap());
+    let out = d.join("out");
+    let prepare = |extra: &[&str]| {
+        let mut args = vec![
+            "prepare",
+            "--tokenizer",
+            "builtin",
+            "--chat-template",
+            config,
+        ];
+        args.extend(["--seq-len", "511", "--val-fraction", "0"]);
+        args.extend(extra);
+        fucina(&args)
+    };
+    let packed = prepare(&["--pack", "--out", out.to_str().unwrap(), input]);
+    let stderr = String::from_utf8_lossy(&packed.stderr);
+    assert!(packed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("packed 5 conversations into 1 row of 512 tokens: ")
+            && stderr.contains("(unpacked: 5 rows, "),
+        "{stderr}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["chat"]["packed"], true);
+    assert_eq!(meta["chat"]["conversation_rows"], 1);
+
+    let message = fails(&[
+        "prepare",
+        "--tokenizer",
+        "builtin",
+        "--pack",
+        "--part",
+        "0/2",
+        "--out",
+        "x",
+        input,
+    ]);
+    assert!(
+        message.contains("--pack") && message.contains("--part"),
+        "{message}"
+    );
+    let text = d.join("text.txt");
+    std::fs::write(&text, DOCS).unwrap();
+    let out = d.join("text");
+    let failed = prepare(&[
+        "--pack",
+        "--out",
+        out.to_str().unwrap(),
+        text.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success() && stderr.contains("data.document_mask = true"),
+        "{stderr}"
+    );
+}

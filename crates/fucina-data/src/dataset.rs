@@ -1,6 +1,7 @@
 //! Several shards seen as one token stream, or, when every shard has a
 //! loss mask next to it (`train_000000.mask` beside `train_000000.bin`, as
-//! `prepare` writes for chat data), as fixed rows of one example each.
+//! `prepare` writes for chat data), as fixed rows of one example each, or of
+//! several when the masks mark document starts (`prepare --pack`).
 
 use crate::shard::{mask_path, MaskShard, TokenShard};
 use anyhow::{bail, Context, Result};
@@ -156,6 +157,12 @@ impl TokenDataset {
         self.row_len.is_some()
     }
 
+    /// Whether the masks mark document starts, so rows may hold several
+    /// documents (packed conversations); otherwise each row is one.
+    pub fn marks_starts(&self) -> bool {
+        self.masks.iter().any(MaskShard::marks_starts)
+    }
+
     /// Fails, saying which sequence length the data was prepared for, if
     /// this is row data whose rows are not `seq_len + 1` tokens long.
     pub fn check_seq_len(&self, seq_len: usize) -> Result<()> {
@@ -193,22 +200,37 @@ impl TokenDataset {
         w * self.row_len.unwrap_or(seq_len)
     }
 
-    /// Copies mask bytes (0 or 1) for tokens `[start, start + out.len())`.
+    /// Copies the target flags (0 or 1) of tokens `[start, start + out.len())`.
     ///
     /// # Panics
     /// If the dataset has no masks, or the range extends past the end.
     pub fn read_mask(&self, start: usize, out: &mut [u8]) {
-        assert!(self.has_mask(), "read_mask on a dataset without loss masks");
-        let end = start.checked_add(out.len()).filter(|&e| e <= self.len());
-        assert!(
-            end.is_some(),
-            "dataset mask read of [{start}, {start}+{}) past the end ({} tokens)",
-            out.len(),
-            self.len()
-        );
+        self.check_mask_read(start, out.len());
         self.each_piece(start, out.len(), |shard, local, range| {
             self.masks[shard].read(local, &mut out[range]);
         });
+    }
+
+    /// Copies the document-start flags (0 or 1) of tokens `[start, start +
+    /// out.len())`: all 0 where the masks mark none.
+    ///
+    /// # Panics
+    /// As `read_mask`.
+    pub fn read_starts(&self, start: usize, out: &mut [u8]) {
+        self.check_mask_read(start, out.len());
+        self.each_piece(start, out.len(), |shard, local, range| {
+            self.masks[shard].read_starts(local, &mut out[range]);
+        });
+    }
+
+    fn check_mask_read(&self, start: usize, len: usize) {
+        assert!(self.has_mask(), "mask read on a dataset without loss masks");
+        let end = start.checked_add(len).filter(|&e| e <= self.len());
+        assert!(
+            end.is_some(),
+            "dataset mask read of [{start}, {start}+{len}) past the end ({} tokens)",
+            self.len()
+        );
     }
 
     /// Copies tokens `[start, start + out.len())` of the concatenated stream.

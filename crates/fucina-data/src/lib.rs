@@ -18,7 +18,8 @@ pub mod tokenizer;
 pub use chat::{ChatEncoder, ChatTemplate, Conversation, EncodedChat, TokenizerConfig};
 pub use dataset::TokenDataset;
 pub use loader::{
-    sequential_batch, sequential_batch_count, Batch, BatchSpec, Loader, LoaderState, SourceState,
+    sequential_batch, sequential_batch_count, sequential_batch_with_document_mask, Batch,
+    BatchSpec, Loader, LoaderState, SourceState,
 };
 pub use prepare::{prepare, PrepareMeta, PrepareOptions, PrepareSummary};
 pub use shard::{MaskShard, MaskWriter, ShardWriter, TokenShard};

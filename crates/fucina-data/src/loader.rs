@@ -25,13 +25,19 @@
 //! than its share simply starts another epoch, a fresh permutation of its
 //! windows, each time it has served all of them; the others are unaffected.
 //! With one source this is the single-dataset loader, batch for batch.
+//!
+//! Batches carry document starts (`Batch::starts`) when rows hold several
+//! documents: row data whose masks mark them (`prepare --pack`), or plain
+//! streams cut after each end-of-text token once asked to
+//! (`Loader::with_document_mask`). Neither changes which windows are read.
 
 mod eval;
 mod mixture;
 mod permutation;
 mod spec;
+mod window;
 
-pub use eval::{sequential_batch, sequential_batch_count};
+pub use eval::{sequential_batch, sequential_batch_count, sequential_batch_with_document_mask};
 pub use mixture::{slots as mixture_slots, SourceState, BLOCK as MIXTURE_BLOCK};
 pub use permutation::{splitmix64, Permutation};
 pub use spec::BatchSpec;
@@ -41,6 +47,7 @@ use anyhow::{bail, Result};
 use mixture::Plan;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use window::WindowReader;
 
 /// `micro_batch × seq_len` token ids each, row-major; `targets` is `inputs`
 /// shifted left by one token.
@@ -52,6 +59,13 @@ pub struct Batch {
     /// counts in the loss (assistant replies), 0 elsewhere (prompts,
     /// padding). `None` means every target counts.
     pub mask: Option<Vec<u8>>,
+    /// When rows hold several documents, for each input token (row-major,
+    /// like `inputs`) the index within its row of its document's first
+    /// token: 0 for a row's first token, then either the token's own index
+    /// (it starts a document) or its predecessor's value. Attention should
+    /// stay within a document and positions restart at its start. `None`
+    /// means each row is one document.
+    pub starts: Option<Vec<u32>>,
 }
 
 impl Batch {
@@ -61,39 +75,6 @@ impl Batch {
             Some(mask) => mask.iter().filter(|&&m| m != 0).count(),
             None => self.targets.len(),
         }
-    }
-}
-
-/// Appends window `w` (of `seq_len + 1` tokens) to `batch` as one input row
-/// and one target row, with the targets' mask when the dataset has one.
-pub(crate) fn push_window(
-    dataset: &TokenDataset,
-    seq_len: usize,
-    w: usize,
-    window: &mut Vec<u32>,
-    mask: &mut Vec<u8>,
-    batch: &mut Batch,
-) {
-    let start = dataset.window_start(seq_len, w);
-    window.resize(seq_len + 1, 0);
-    dataset.read(start, window);
-    batch.inputs.extend_from_slice(&window[..seq_len]);
-    batch.targets.extend_from_slice(&window[1..]);
-    if let Some(out) = &mut batch.mask {
-        mask.resize(seq_len, 0);
-        dataset.read_mask(start + 1, mask);
-        out.extend_from_slice(mask);
-    }
-}
-
-/// An empty batch with room for `rows` rows, with a mask if the dataset has one.
-pub(crate) fn empty_batch(dataset: &TokenDataset, rows: usize, seq_len: usize) -> Batch {
-    Batch {
-        inputs: Vec::with_capacity(rows * seq_len),
-        targets: Vec::with_capacity(rows * seq_len),
-        mask: dataset
-            .has_mask()
-            .then(|| Vec::with_capacity(rows * seq_len)),
     }
 }
 
@@ -125,6 +106,8 @@ pub struct Loader {
     plan: Plan,
     spec: BatchSpec,
     grad_accum: usize,
+    /// Plain streams are cut into documents after this token.
+    document_eos: Option<u32>,
 }
 
 /// Source 0 keeps the run's seed, so that a one-source mixture is the plain loader.
@@ -203,7 +186,23 @@ impl Loader {
             plan,
             spec,
             grad_accum,
+            document_eos: None,
         })
+    }
+
+    /// Cuts plain token streams into documents after each `eos_id` (the run
+    /// option `data.document_mask`): batches then carry `starts`, the token
+    /// after an EOS starting a new document. Row (chat) data is unaffected:
+    /// its masks say where documents start (`prepare --pack`), and EOS may
+    /// occur inside a conversation. Batches hold the same tokens either way.
+    pub fn with_document_mask(mut self, eos_id: u32) -> Self {
+        self.document_eos = Some(eos_id);
+        self
+    }
+
+    /// The token plain streams are cut after, if `with_document_mask` was called.
+    pub fn document_eos(&self) -> Option<u32> {
+        self.document_eos
     }
 
     pub fn spec(&self) -> &BatchSpec {
@@ -266,18 +265,12 @@ impl Loader {
             ..
         } = self.spec;
         let first = (micro * world_size + rank) * micro_batch;
-        let mut batch = empty_batch(self.dataset(), micro_batch, seq_len);
-        let (mut window, mut mask) = (Vec::new(), Vec::new());
+        let mut reader = WindowReader::new(seq_len, self.document_eos);
+        let datasets = self.sources.iter().map(|s| &*s.dataset);
+        let mut batch = reader.empty_batch(datasets, micro_batch);
         for i in first..first + micro_batch {
             let (s, w) = self.sample(step, i);
-            push_window(
-                &self.sources[s].dataset,
-                seq_len,
-                w as usize,
-                &mut window,
-                &mut mask,
-                &mut batch,
-            );
+            reader.push(&self.sources[s].dataset, w as usize, &mut batch);
         }
         batch
     }

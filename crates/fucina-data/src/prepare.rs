@@ -44,6 +44,16 @@
 //! - shards hold whole rows only; `meta.json` gains a `chat` section with
 //!   the row length, template origin and SHA-256, the pad id and the counts.
 //!
+//! With `PrepareOptions::pack` (`--pack`) rows hold several conversations
+//! instead of one, to spend less compute on padding: the conversations of
+//! each batch of `BATCH_RECORDS` records are packed per split, first-fit
+//! decreasing by length (see `pack`), padding staying at the end of the row.
+//! Each conversation's first token is marked as a document start in the mask
+//! (bit 1) and is not a target (it would be predicted from the conversation
+//! before it); the token after each EOS of the packed text is marked too.
+//! The trainer keeps attention and positions within each document. Mask
+//! files with document starts are version 2 (see `FORMAT.md`).
+//!
 //! Messages are validated while counting; template errors (e.g. a template
 //! that rejects the order of roles) surface while writing, naming the line,
 //! and leave the directory without `meta.json`, so it is never taken for
@@ -54,6 +64,7 @@ mod keyed;
 mod merge;
 mod meta;
 mod outdir;
+mod pack;
 mod part;
 mod pipeline;
 mod rows;
@@ -91,6 +102,9 @@ pub struct PrepareOptions {
     pub seq_len: Option<usize>,
     /// The column parquet inputs are read from.
     pub text_column: String,
+    /// Pack several conversations into each row (see the module docs);
+    /// an error for inputs with none.
+    pub pack: bool,
 }
 
 impl Default for PrepareOptions {
@@ -102,6 +116,7 @@ impl Default for PrepareOptions {
             chat_template: None,
             seq_len: None,
             text_column: "text".into(),
+            pack: false,
         }
     }
 }
@@ -148,6 +163,9 @@ pub fn prepare(
         };
         return chat::prepare_chat(tokenizer, inputs, out_dir, opts, &bar);
     }
+    if opts.pack {
+        bail!("{}", NOTHING_TO_PACK);
+    }
 
     let eos_id = stream_eos(tokenizer)?;
     let split = Split::new(&counted.stats(0, opts.val_fraction)?, opts.val_fraction);
@@ -192,6 +210,13 @@ fn check_options(opts: &PrepareOptions) -> Result<()> {
     }
     Ok(())
 }
+
+/// Why `--pack` is refused on inputs without conversations.
+pub(crate) const NOTHING_TO_PACK: &str =
+    "--pack packs conversations ({\"messages\": …}) into rows, and none of the inputs holds one: \
+     a pre-training stream is already packed, document after document; to keep attention \
+     within each document, prepare it without --pack and set the run option \
+     data.document_mask = true";
 
 /// Text documents are separated by the tokenizer's end-of-text token.
 fn stream_eos(tokenizer: &TextTokenizer) -> Result<u32> {

@@ -15,7 +15,8 @@ pub use header::{
     NO_EOS, VERSION,
 };
 pub use mask::{
-    mask_path, MaskShard, MaskWriter, MASK_EXTENSION, MASK_HEADER_BYTES, MASK_MAGIC, MASK_VERSION,
+    mask_path, MaskShard, MaskWriter, MASK_DOC_START, MASK_EXTENSION, MASK_HEADER_BYTES,
+    MASK_MAGIC, MASK_TARGET, MASK_VERSION,
 };
 pub use reader::TokenShard;
 pub use writer::ShardWriter;

@@ -2,8 +2,8 @@
 //! row, and batches carry the mask of their targets.
 
 use fucina_data::{
-    sequential_batch, sequential_batch_count, BatchSpec, Loader, MaskWriter, ShardWriter,
-    TokenDataset,
+    sequential_batch, sequential_batch_count, BatchSpec, Loader, MaskShard, MaskWriter,
+    ShardWriter, TokenDataset,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -216,7 +216,7 @@ fn inconsistent_masks_are_rejected() {
     m.push(&[1; 5]).unwrap();
     assert!(m.finish().unwrap_err().to_string().contains("whole rows"));
     let mut m = MaskWriter::create(&d.join("y.mask"), 4).unwrap();
-    assert!(m.push(&[0, 2]).is_err());
+    assert!(m.push(&[0, 4]).is_err());
     let mask = plain.with_extension("mask");
     let mut bytes = std::fs::read(&mask).unwrap();
     bytes.pop();
@@ -233,4 +233,50 @@ fn inconsistent_masks_are_rejected() {
     std::fs::write(&mask, &bytes).unwrap();
     let err = format!("{:#}", TokenDataset::open(&[plain]).unwrap_err());
     assert!(err.contains("bad magic"), "{err}");
+}
+
+#[test]
+fn document_starts_make_a_version_2_mask_and_only_bit_0_is_a_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        let mut m = MaskWriter::create(&path, 4).unwrap();
+        m.push(bytes).unwrap();
+        m.finish().unwrap();
+        path
+    };
+    let version = |path: &Path| std::fs::read(path).unwrap()[8];
+    let read = |shard: &MaskShard| {
+        let (mut targets, mut starts) = (vec![9; 4], vec![9; 4]);
+        shard.read(0, &mut targets);
+        shard.read_starts(0, &mut starts);
+        (targets, starts)
+    };
+
+    let packed = write("packed.mask", &[2, 1, 3, 0]);
+    assert_eq!(version(&packed), 2);
+    let shard = MaskShard::open(&packed).unwrap();
+    assert!(shard.marks_starts());
+    assert_eq!(read(&shard), (vec![0, 1, 1, 0], vec![1, 0, 1, 0]));
+
+    // Without starts the file stays version 1, which older builds read.
+    let plain = write("plain.mask", &[0, 1, 1, 0]);
+    assert_eq!(version(&plain), 1);
+    let shard = MaskShard::open(&plain).unwrap();
+    assert!(!shard.marks_starts());
+    assert_eq!(read(&shard), (vec![0, 1, 1, 0], vec![0; 4]));
+
+    // In a version 1 file any nonzero byte is a target, as it always was.
+    let mut bytes = std::fs::read(&packed).unwrap();
+    bytes[8] = 1;
+    std::fs::write(&plain, &bytes).unwrap();
+    assert_eq!(
+        read(&MaskShard::open(&plain).unwrap()),
+        (vec![1, 1, 1, 0], vec![0; 4])
+    );
+
+    bytes[8] = 3;
+    std::fs::write(&plain, &bytes).unwrap();
+    let err = MaskShard::open(&plain).unwrap_err().to_string();
+    assert!(err.contains("unsupported mask version 3"), "{err}");
 }

@@ -1,7 +1,8 @@
 //! Unshuffled batches for validation: the same windows in the same order at
 //! every evaluation, so validation losses are comparable across steps.
 
-use super::{empty_batch, push_window, Batch};
+use super::window::WindowReader;
+use super::Batch;
 use crate::dataset::TokenDataset;
 
 /// How many full batches `sequential_batch` can produce. For row (chat)
@@ -17,6 +18,7 @@ pub fn sequential_batch_count(dataset: &TokenDataset, seq_len: usize, batch: usi
 /// Batch `index`: windows `index × batch .. (index + 1) × batch` of the
 /// stream, windows being the same `seq_len + 1`-token cuts (or rows, with
 /// their targets' mask, for chat data) the training loader uses, in order.
+/// Document starts come from the masks of packed row data, as in training.
 ///
 /// # Panics
 /// If `index >= sequential_batch_count(dataset, seq_len, batch)`.
@@ -26,15 +28,30 @@ pub fn sequential_batch(
     batch: usize,
     index: usize,
 ) -> Batch {
+    sequential_batch_with_document_mask(dataset, seq_len, batch, index, None)
+}
+
+/// `sequential_batch`, with a plain stream cut into documents after each
+/// `eos_id` when given, as `Loader::with_document_mask` cuts training batches.
+///
+/// # Panics
+/// As `sequential_batch`.
+pub fn sequential_batch_with_document_mask(
+    dataset: &TokenDataset,
+    seq_len: usize,
+    batch: usize,
+    index: usize,
+    eos_id: Option<u32>,
+) -> Batch {
     let count = sequential_batch_count(dataset, seq_len, batch);
     assert!(
         index < count,
         "validation batch {index} requested, only {count} of {batch} × {seq_len} tokens fit"
     );
-    let mut out = empty_batch(dataset, batch, seq_len);
-    let (mut window, mut mask) = (Vec::new(), Vec::new());
+    let mut reader = WindowReader::new(seq_len, eos_id);
+    let mut out = reader.empty_batch(std::iter::once(dataset), batch);
     for w in index * batch..(index + 1) * batch {
-        push_window(dataset, seq_len, w, &mut window, &mut mask, &mut out);
+        reader.push(dataset, w, &mut out);
     }
     out
 }

@@ -1,7 +1,9 @@
 //! Preparing inputs that hold conversations: each becomes one row of
-//! `seq_len + 1` tokens with its loss mask (see `prepare` module docs).
+//! `seq_len + 1` tokens with its loss mask, or shares one with others when
+//! packed (see `prepare` module docs).
 
 use super::meta::{ChatMeta, ChatSummary, PrepareMeta, SplitMeta};
+use super::pack::write_packed;
 use super::rows::RowSink;
 use super::split::{Split, SplitStats};
 use super::{outdir, PrepareOptions, PrepareSummary};
@@ -77,12 +79,14 @@ pub(super) fn prepare_chat(
             row_len,
             opts.shard_tokens,
         )
+        .marking_documents(opts.pack)
     };
     let (mut train, mut val) = (sink("train"), sink("val"));
     let (mut train_docs, mut val_docs) = (0u64, 0u64);
     let mut counts = ChatSummary {
         seq_len,
         row_len,
+        packed: opts.pack,
         ..Default::default()
     };
     bar.reset();
@@ -97,6 +101,8 @@ pub(super) fn prepare_chat(
         if batch.is_empty() {
             break;
         }
+        // Conversations to pack, per split, in input order.
+        let (mut train_chats, mut val_chats) = (Vec::new(), Vec::new());
         for encoded in encode_batch(&encoder, tokenizer, batch)? {
             let is_val = split.is_val(index);
             index += 1;
@@ -106,23 +112,24 @@ pub(super) fn prepare_chat(
                     sink.push_text(&tokens)?;
                     counts.text_docs += 1;
                 }
-                Encoded::Chat(EncodedChat {
-                    mut tokens,
-                    mut mask,
-                }) => {
-                    let truncated = tokens.len() > row_len;
-                    tokens.truncate(row_len);
-                    mask.truncate(row_len);
-                    // The first token of a row is never a target.
-                    let targets = mask.iter().skip(1).map(|&m| m as u64).sum::<u64>();
+                Encoded::Chat(mut chat) => {
+                    let truncated = chat.tokens.len() > row_len;
+                    chat.tokens.truncate(row_len);
+                    chat.mask.truncate(row_len);
+                    // The first token of a conversation is never a target.
+                    let targets = chat.mask.iter().skip(1).map(|&m| m as u64).sum::<u64>();
                     if targets == 0 {
                         counts.dropped += 1;
                         continue;
                     }
-                    sink.push_row(&tokens, &mask)?;
                     counts.examples += 1;
                     counts.truncated += u64::from(truncated);
                     counts.assistant_tokens += targets;
+                    match (opts.pack, is_val) {
+                        (false, _) => sink.push_conversations(&chat.tokens, &chat.mask)?,
+                        (true, false) => train_chats.push(chat),
+                        (true, true) => val_chats.push(chat),
+                    }
                 }
             }
             *(if is_val {
@@ -131,6 +138,8 @@ pub(super) fn prepare_chat(
                 &mut train_docs
             }) += 1;
         }
+        write_packed(&mut train, train_chats)?;
+        write_packed(&mut val, val_chats)?;
     }
     if index != inputs.n_records {
         bail!(
@@ -142,6 +151,8 @@ pub(super) fn prepare_chat(
     val.finish()?;
     bar.finish_and_clear();
     counts.text_rows = train.text_rows + val.text_rows;
+    counts.conversation_rows = train.conversation_rows + val.conversation_rows;
+    counts.padding_tokens = train.padding + val.padding;
     if train.rows == 0 {
         bail!(
             "nothing to train on: all {} conversations were dropped because no assistant token \

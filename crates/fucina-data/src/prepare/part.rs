@@ -125,6 +125,13 @@ pub fn prepare_part(
     part: Part,
 ) -> Result<PartMeta> {
     super::check_options(opts)?;
+    if opts.pack {
+        bail!(
+            "--pack cannot be used with --part: parts split text for pre-training, which is not \
+             packed by prepare (set the run option data.document_mask = true to keep attention \
+             within documents); pack conversations in one process, without --part"
+        );
+    }
     let files = collect_files(inputs, &opts.text_column)?;
     let sizes: Vec<u64> = files.iter().map(|f| f.bytes).collect();
     let range = part.files(&sizes);

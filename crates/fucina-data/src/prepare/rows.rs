@@ -1,7 +1,7 @@
 //! One split's output for chat data: fixed rows of `row_len` tokens with a
 //! loss mask, in token shards with a `.mask` file beside each.
 
-use crate::shard::{mask_path, MaskWriter, ShardWriter};
+use crate::shard::{mask_path, MaskWriter, ShardWriter, MASK_DOC_START, MASK_TARGET};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 /// rows only, as many as fit in `shard_tokens` (at least one). Text
 /// documents are packed: each followed by EOS, cut into rows that overlap
 /// by one token so every token is a target exactly once, the last row padded.
+/// When marking documents (`--pack`), each text document's first token is
+/// marked as a document start, so that attention stops at the EOS before it.
 pub(crate) struct RowSink {
     dir: PathBuf,
     prefix: &'static str,
@@ -19,11 +21,16 @@ pub(crate) struct RowSink {
     rows_per_shard: u64,
     current: Option<(ShardWriter, MaskWriter)>,
     rows_in_shard: u64,
-    /// Packed text waiting to fill a row.
+    /// Packed text waiting to fill a row, and its mask.
     text: Vec<u32>,
+    text_mask: Vec<u8>,
+    mark_documents: bool,
     pub shards: Vec<String>,
     pub rows: u64,
     pub text_rows: u64,
+    pub conversation_rows: u64,
+    /// Padding in conversation rows.
+    pub padding: u64,
 }
 
 impl RowSink {
@@ -47,10 +54,31 @@ impl RowSink {
             current: None,
             rows_in_shard: 0,
             text: Vec::new(),
+            text_mask: Vec::new(),
+            mark_documents: false,
             shards: vec![],
             rows: 0,
             text_rows: 0,
+            conversation_rows: 0,
+            padding: 0,
         }
+    }
+
+    pub fn marking_documents(mut self, on: bool) -> Self {
+        self.mark_documents = on;
+        self
+    }
+
+    pub fn row_len(&self) -> usize {
+        self.row_len
+    }
+
+    /// Appends a row of one or more conversations (see `push_row`).
+    pub fn push_conversations(&mut self, tokens: &[u32], mask: &[u8]) -> Result<()> {
+        self.push_row(tokens, mask)?;
+        self.conversation_rows += 1;
+        self.padding += (self.row_len - tokens.len()) as u64;
+        Ok(())
     }
 
     /// Appends a row of at most `row_len` tokens, padded to `row_len`.
@@ -85,11 +113,19 @@ impl RowSink {
     pub fn push_text(&mut self, tokens: &[u32]) -> Result<()> {
         self.text.extend_from_slice(tokens);
         self.text.push(self.eos_id);
+        let first = match self.mark_documents {
+            true => MASK_TARGET | MASK_DOC_START,
+            false => MASK_TARGET,
+        };
+        self.text_mask.push(first);
+        self.text_mask.resize(self.text.len(), MASK_TARGET);
         while self.text.len() >= self.row_len {
             let row: Vec<u32> = self.text[..self.row_len].to_vec();
-            self.push_row(&row, &vec![1; self.row_len])?;
+            let mask: Vec<u8> = self.text_mask[..self.row_len].to_vec();
+            self.push_row(&row, &mask)?;
             self.text_rows += 1;
             self.text.drain(..self.row_len - 1);
+            self.text_mask.drain(..self.row_len - 1);
         }
         Ok(())
     }
@@ -101,7 +137,8 @@ impl RowSink {
         let carried = usize::from(self.text_rows > 0);
         if self.text.len() > carried {
             let text = std::mem::take(&mut self.text);
-            self.push_row(&text, &vec![1; text.len()])?;
+            let mask = std::mem::take(&mut self.text_mask);
+            self.push_row(&text, &mask)?;
             self.text_rows += 1;
         }
         self.close_shard()

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod chats;
+
 use fucina_data::{train_bpe, TextTokenizer};
 use std::path::{Path, PathBuf};
 
