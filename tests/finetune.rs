@@ -211,3 +211,119 @@ batches = 1
         "{e}"
     );
 }
+
+/// Conversations of 1 or 2 turns and replies of 1 to 6 words: lengths that leave room to pack.
+fn write_varied_chats(path: &Path) {
+    let words: Vec<&str> =
+        "ciao buongiorno come stai bene grazie e tu la forgia arde il mare calmo"
+            .split(' ')
+            .collect();
+    let text = |seed: usize, n: usize| -> String {
+        (0..n)
+            .map(|k| words[(seed * 7 + k * 3) % words.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            let mut messages = vec![];
+            for turn in 0..1 + i % 2 {
+                messages
+                    .push(serde_json::json!({"role": "user", "content": text(i + turn, 1 + turn)}));
+                let reply = text(i * 5 + turn, 1 + (i * 7 + turn) % 6);
+                messages.push(serde_json::json!({"role": "assistant", "content": reply}));
+            }
+            serde_json::json!({ "messages": messages }).to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+/// Rows in a prepared directory's training split.
+fn train_rows(data: &Path, row_len: u64) -> u64 {
+    let meta = std::fs::read_to_string(data.join("meta.json")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    meta["train"]["tokens"].as_u64().unwrap() / row_len
+}
+
+/// `prepare --pack` puts several conversations in a row, each attending only to itself from
+/// position 0: a step over the whole dataset then has the loss and the gradient of the same
+/// step over one conversation per row, whatever rows the conversations share. Three full
+/// fine-tuning steps, each over every row, must give the same losses to float rounding.
+#[test]
+fn packed_rows_train_like_one_conversation_per_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    write_model_dir(&model);
+    let chats = tmp.path().join("chats.jsonl");
+    write_varied_chats(&chats);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let mut losses = vec![];
+    let mut rows = vec![];
+    for pack in [false, true] {
+        let data = tmp.path().join(format!("data-{pack}"));
+        let tokenizer = s(&model.join("tokenizer.json"));
+        let mut args = vec!["prepare", "--tokenizer", &tokenizer, "--seq-len", "63"];
+        args.extend(["--val-fraction", "0"]);
+        if pack {
+            args.push("--pack");
+        }
+        let (out, input) = (s(&data), s(&chats));
+        args.extend(["--out", &out, &input]);
+        ok(fucina(&args), "prepare");
+        let n = train_rows(&data, 64);
+        rows.push(n);
+        let run = tmp.path().join(format!("run-{pack}"));
+        let config = tmp.path().join(format!("sft-{pack}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"out_dir = "{run}"
+[model]
+hf = "{model}"
+[data]
+dir = "{data}"
+tokenizer = "{model}/tokenizer.json"
+seq_len = 63
+[train]
+steps = 3
+global_batch_tokens = {tokens}
+micro_batch_size = {n}
+lr = 1e-2
+warmup_steps = 0
+weight_decay = 0.0
+[eval]
+every = 0
+"#,
+                run = s(&run),
+                model = s(&model),
+                data = s(&data),
+                tokens = n * 63,
+            ),
+        )
+        .unwrap();
+        ok(
+            fucina(&["train", &s(&config), "--sample-tokens", "0"]),
+            "train",
+        );
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        losses.push(
+            metrics
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|e| e["kind"] == "train")
+                .map(|e| e["loss"].as_f64().unwrap())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(rows[1] * 2 <= rows[0], "packing saves rows: {rows:?}");
+    assert_eq!(losses[0].len(), 3);
+    for (step, (a, b)) in losses[0].iter().zip(&losses[1]).enumerate() {
+        assert!(
+            (a - b).abs() <= 2e-5 * a,
+            "step {}: {a} with one conversation per row, {b} packed ({rows:?} rows)",
+            step + 1
+        );
+    }
+    eprintln!("rows {rows:?}; losses {losses:?}");
+}

@@ -17,21 +17,25 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_model::model::Block;
-use fucina_model::Llama;
+use fucina_model::{Documents, Llama, Span};
 
-/// The gradients of the loss, for tokens [rows, seq]. `head` is step 2: given the last block's
+/// The gradients of the loss, for tokens [rows, seq] (packed as `docs` says). `head` is step 2: given the last block's
 /// output (no graph), the loss's gradient with respect to it and the head's gradients (see
 /// `crate::head`).
 pub fn gradients<B: AutodiffBackend>(
     model: &Llama<B>,
     tokens: Tensor<B, 2, Int>,
+    docs: Option<&Documents<B>>,
     head: impl FnOnce(Tensor<B::InnerBackend, 3>) -> (Tensor<B::InnerBackend, 3>, GradientsParams),
 ) -> GradientsParams {
     let inner = model.valid();
+    let inner_docs = docs.map(Documents::inner);
+    let inner_span = inner_docs.as_ref().map_or(Span::From(0), Span::Packed);
+    let span = docs.map_or(Span::From(0), Span::Packed);
     let mut inputs = Vec::with_capacity(inner.layers.len());
     let mut x = inner.embed(tokens.clone().inner());
     for layer in &inner.layers {
-        let next = layer.forward(x.clone(), inner.rope(), 0);
+        let next = layer.forward(x.clone(), inner.rope(), inner_span);
         inputs.push(x);
         x = next;
     }
@@ -42,7 +46,7 @@ pub fn gradients<B: AutodiffBackend>(
         // Fresh leaves with the same ParamIds: this graph shares no node with the others.
         let block = Block::<B>::from_inner(layer);
         let input = Tensor::<B, 3>::from_inner(input).require_grad();
-        let out = block.forward(input.clone(), model.rope(), 0);
+        let out = block.forward(input.clone(), model.rope(), span);
         let mut backward = (out * Tensor::from_inner(grad_out)).sum().backward();
         grad_out = input
             .grad(&backward)

@@ -116,6 +116,10 @@ pub struct DataConfig {
     /// A weighted mixture of prepared directories (`[[data.sources]]`), instead of `dir`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceConfig>,
+    /// Attention stops at end-of-text: each token of a pre-training stream sees only its own
+    /// document, whose positions start at 0. Packed chat rows (`prepare --pack`) always do.
+    #[serde(default)]
+    pub document_mask: bool,
 }
 
 /// One `[[data.sources]]` entry: a `fucina prepare` output directory (or `builtin`) sampled

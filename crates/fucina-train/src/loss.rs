@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use fucina_data::Batch;
-use fucina_model::{cross_entropy, fused, Llama};
+use fucina_model::{cross_entropy, fused, Documents, Llama, Span};
 
 pub fn tokens_to_tensor<B: Backend>(
     tokens: &[u32],
@@ -15,6 +15,27 @@ pub fn tokens_to_tensor<B: Backend>(
     let values: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
     let cols = values.len() / rows.max(1);
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+/// The documents packed in `batch`'s `rows` (`prepare --pack`, `data.document_mask`); `None`
+/// when every row is one sequence, which then takes the plain causal attention.
+pub fn documents<B: Backend>(
+    batch: &Batch,
+    rows: usize,
+    device: &B::Device,
+) -> Option<Documents<B>> {
+    let starts = batch
+        .starts
+        .as_ref()
+        .filter(|s| s.iter().any(|&s| s != 0))?;
+    let seq = starts.len() / rows.max(1);
+    let docs = Documents::new(starts.clone(), rows, seq, device);
+    Some(docs.expect("the loader gives well-formed document starts"))
+}
+
+/// Where a batch with `docs` puts its tokens.
+pub fn span<B: Backend>(docs: &Option<Documents<B>>) -> Span<'_, B> {
+    docs.as_ref().map_or(Span::From(0), Span::Packed)
 }
 
 /// Σ over masked-in targets of −log p(target).
@@ -41,7 +62,14 @@ pub fn micro_loss<B: Backend>(
     device: &B::Device,
 ) -> Tensor<B, 1> {
     let inputs = tokens_to_tensor::<B>(&batch.inputs, rows, device);
-    logits_loss(model.forward(inputs), batch, rows, scale, device)
+    let docs = documents(batch, rows, device);
+    logits_loss(
+        model.forward_in(inputs, span(&docs)),
+        batch,
+        rows,
+        scale,
+        device,
+    )
 }
 
 /// `micro_loss` from the batch's logits [rows, seq, vocab], however they were computed.

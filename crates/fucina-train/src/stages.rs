@@ -13,7 +13,7 @@
 use crate::checkpointing::add_grads;
 use crate::config::Checkpointing;
 use crate::grads::trainable_shapes;
-use crate::loss::tokens_to_tensor;
+use crate::loss::{documents, span, tokens_to_tensor};
 use crate::precision::widen_grads;
 use crate::threads::{split_rows, Memory, PartLoss};
 use burn::module::{AutodiffModule, Module, ParamId};
@@ -22,7 +22,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_data::Batch;
 use fucina_model::model::Block;
-use fucina_model::Llama;
+use fucina_model::{Documents, Llama};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -39,6 +39,8 @@ struct Part<B: AutodiffBackend> {
     /// Fresh leaves with the model's ParamIds: each part's graphs share no node with another's.
     model: Llama<B>,
     tokens: Tensor<B, 2, Int>,
+    /// The rows' packed documents, for the blocks run again in the backward.
+    docs: Option<Documents<B>>,
     kept: Vec<Option<Kept<B>>>,
     grad_out: Option<Tensor<B::InnerBackend, 3>>,
     head: Option<GradientsParams>,
@@ -156,6 +158,8 @@ impl<B: AutodiffBackend> Part<B> {
         device: &B::Device,
     ) -> (f64, Self) {
         let tokens = tokens_to_tensor::<B>(&batch.inputs, loss.rows(), device);
+        let docs = documents::<B>(batch, loss.rows(), device);
+        let inner_docs = docs.as_ref().map(Documents::inner);
         let inner = model.valid();
         let mut x = inner.embed(tokens.clone().inner());
         let mut kept = Vec::with_capacity(inner.layers.len());
@@ -163,11 +167,14 @@ impl<B: AutodiffBackend> Part<B> {
         // By value: a clone of a parameter forgets that it trains (burn 0.21's `Param::clone`).
         for layer in inner.layers {
             let (next, keep) = match checkpointing {
-                Checkpointing::Block => (layer.forward(x.clone(), &rope, 0), Kept::Input(x)),
+                Checkpointing::Block => {
+                    let out = layer.forward(x.clone(), &rope, span(&inner_docs));
+                    (out, Kept::Input(x))
+                }
                 Checkpointing::None => {
                     let block = Block::<B>::from_inner(layer);
                     let input = Tensor::<B, 3>::from_inner(x).require_grad();
-                    let out = block.forward(input.clone(), model.rope(), 0);
+                    let out = block.forward(input.clone(), model.rope(), span(&docs));
                     let block = Box::new(block);
                     (out.clone().inner(), Kept::Graph { block, input, out })
                 }
@@ -179,6 +186,7 @@ impl<B: AutodiffBackend> Part<B> {
         let part = Part {
             model,
             tokens,
+            docs,
             kept,
             grad_out: Some(grad_out),
             head: Some(head),
@@ -198,7 +206,7 @@ impl<B: AutodiffBackend> Part<B> {
                 Kept::Input(x) => {
                     let block = Block::<B>::from_inner(self.model.layers[j].valid());
                     let input = Tensor::<B, 3>::from_inner(x).require_grad();
-                    let out = block.forward(input.clone(), self.model.rope(), 0);
+                    let out = block.forward(input.clone(), self.model.rope(), span(&self.docs));
                     (block, input, out)
                 }
             };

@@ -7,7 +7,7 @@
 use crate::checkpointing;
 use crate::config::Checkpointing;
 use crate::head::{self, RowLoss};
-use crate::loss::{logits_loss, tokens_to_tensor};
+use crate::loss::{documents, logits_loss, span, tokens_to_tensor};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
@@ -67,14 +67,16 @@ pub fn forward_backward<B: AutodiffBackend>(
     let part = |model: &Llama<B>, batch: &Batch, part_rows: usize| {
         let loss = PartLoss::new(batch, (part_rows, rows), scale, accum, poison, memory);
         let tokens = tokens_to_tensor::<B>(&batch.inputs, part_rows, device);
+        let docs = documents::<B>(batch, part_rows, device);
         match (memory.checkpointing, loss.chunked(model)) {
             (Checkpointing::None, false) => {
                 let mut value = 0.0;
-                let loss = loss.loss_of(model.forward(tokens), &mut value, device);
+                let logits = model.forward_in(tokens, span(&docs));
+                let loss = loss.loss_of(logits, &mut value, device);
                 (value, GradientsParams::from_grads(loss.backward(), model))
             }
             (Checkpointing::None, true) => {
-                let hidden = model.hidden(tokens);
+                let hidden = model.hidden_in(tokens, span(&docs));
                 let (value, grad, mut grads) = loss.head(model, hidden.clone().inner(), device);
                 let mut backward = (hidden * Tensor::from_inner(grad)).sum().backward();
                 checkpointing::add_grads::<B, _>(&mut grads, &mut backward, model);
@@ -82,7 +84,7 @@ pub fn forward_backward<B: AutodiffBackend>(
             }
             (Checkpointing::Block, _) => {
                 let mut value = 0.0;
-                let grads = checkpointing::gradients(model, tokens, |x| {
+                let grads = checkpointing::gradients(model, tokens, docs.as_ref(), |x| {
                     let (v, grad, grads) = loss.head(model, x, device);
                     value = v;
                     (grad, grads)
@@ -216,7 +218,8 @@ pub(crate) fn split_rows(batch: &Batch, rows: usize, parts: usize) -> Vec<(Batch
             Batch {
                 inputs: batch.inputs[range.clone()].to_vec(),
                 targets: batch.targets[range.clone()].to_vec(),
-                mask: batch.mask.as_ref().map(|m| m[range].to_vec()),
+                mask: batch.mask.as_ref().map(|m| m[range.clone()].to_vec()),
+                starts: batch.starts.as_ref().map(|s| s[range].to_vec()),
             },
             n,
         ));

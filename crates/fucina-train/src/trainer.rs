@@ -20,7 +20,9 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsAccumulator;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use fucina_data::{sequential_batch, sequential_batch_count, BatchSpec, Loader, TokenDataset};
+use fucina_data::{
+    sequential_batch_count, sequential_batch_with_document_mask, BatchSpec, Loader, TokenDataset,
+};
 use fucina_dist::{placement, Communicator};
 use fucina_model::hf::HfCheckpoint;
 use fucina_model::{Llama, LlamaConfig};
@@ -195,8 +197,27 @@ pub fn evaluate<B: Backend>(
     comm: &dyn Communicator,
     device: &B::Device,
 ) -> Result<Option<f64>> {
-    let losses = evaluate_sources(model, &[val], seq_len, batch_size, batches, comm, device)?;
+    let geometry = (seq_len, batch_size, batches);
+    let losses = evaluate_sources(model, &[val], geometry, None, comm, device)?;
     Ok(losses.map(|l| l.total))
+}
+
+/// The end-of-text token `data.document_mask` cuts documents at: the one every source's
+/// shards record.
+fn document_eos(train: &[(Arc<TokenDataset>, f64)]) -> Result<u32> {
+    let ids: Vec<Option<u32>> = train.iter().map(|(d, _)| d.eos_id()).collect();
+    match ids.first() {
+        Some(&Some(eos)) if ids.iter().all(|&id| id == Some(eos)) => Ok(eos),
+        _ if ids.contains(&None) => anyhow::bail!(
+            "data.document_mask = true cuts documents at the end-of-text token, but the \
+             training shards record none (shards from another tool, e.g. llm.c .bin files); \
+             prepare the data with `fucina prepare`, or leave data.document_mask out"
+        ),
+        _ => anyhow::bail!(
+            "data.document_mask = true: the sources' shards record different end-of-text \
+             tokens ({ids:?}); a mixture must share one tokenizer"
+        ),
+    }
 }
 
 /// What `evaluate_sources` measured.
@@ -209,13 +230,13 @@ pub struct ValLosses {
     pub sources: Vec<Option<f64>>,
 }
 
-/// `evaluate` for each dataset, each over its own first `batches` batches, in one all-reduce.
+/// `evaluate` for each dataset, each over its own first `batches` batches, in one all-reduce;
+/// plain streams cut into documents after `document_eos` when given (`data.document_mask`).
 pub fn evaluate_sources<B: Backend>(
     model: &Llama<B>,
     vals: &[&TokenDataset],
-    seq_len: usize,
-    batch_size: usize,
-    batches: usize,
+    (seq_len, batch_size, batches): (usize, usize, usize),
+    document_eos: Option<u32>,
     comm: &dyn Communicator,
     device: &B::Device,
 ) -> Result<Option<ValLosses>> {
@@ -224,7 +245,8 @@ pub fn evaluate_sources<B: Backend>(
         let n = batches.min(sequential_batch_count(val, seq_len, batch_size));
         let (mut loss, mut count) = (0.0, 0.0);
         for i in (comm.rank()..n).step_by(comm.size()) {
-            let batch = sequential_batch(val, seq_len, batch_size, i);
+            let batch =
+                sequential_batch_with_document_mask(val, seq_len, batch_size, i, document_eos);
             let (s, c) = eval_sums(model, &batch, batch_size, device);
             loss += s;
             count += c;
@@ -285,7 +307,14 @@ fn run<B: AutodiffBackend>(
         seed: config.seed,
     };
     let accum = spec.grad_accum()?;
-    let loader = Loader::mixture(train, spec)?;
+    let document_eos = match config.data.document_mask {
+        true => Some(document_eos(&train)?),
+        false => None,
+    };
+    let mut loader = Loader::mixture(train, spec)?;
+    if let Some(eos) = document_eos {
+        loader = loader.with_document_mask(eos);
+    }
 
     let mut model = initial_model::<B>(config, &model_config, comm, device)?;
     let mut updater = Updater::<B, Llama<B>>::new(config, &model, comm)?;
@@ -463,8 +492,9 @@ fn run<B: AutodiffBackend>(
             let (seq_len, batches) = (config.data.seq_len, config.eval.batches);
             watchdog.enter("evaluation", state.step);
             let refs: Vec<&TokenDataset> = vals.iter().collect();
+            let geometry = (seq_len, rows, batches);
             let losses =
-                evaluate_sources(&model.valid(), &refs, seq_len, rows, batches, comm, device)?;
+                evaluate_sources(&model.valid(), &refs, geometry, document_eos, comm, device)?;
             val_loss = losses.as_ref().map(|l| l.total);
             if let Some(losses) = losses {
                 let elapsed = started.elapsed().as_secs_f64();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -89,6 +89,22 @@ fn batch(vocab: usize, masked: bool) -> Batch {
         inputs: tokens[..n].to_vec(),
         targets: tokens[1..].to_vec(),
         mask: masked.then(|| (0..n).map(|_| (next() % 2) as u8).collect()),
+        starts: None,
+    }
+}
+
+/// `batch`, its rows holding documents packed end to end (`prepare --pack`,
+/// `data.document_mask`): row r's documents start at 0, 5 + r, 6 + r and 20.
+fn packed_batch(vocab: usize, masked: bool) -> Batch {
+    let starts = (0..ROWS)
+        .flat_map(|r| {
+            let cuts = [0, 5 + r, 6 + r, 20];
+            (0..SEQ).map(move |i| *cuts.iter().rev().find(|&&c| c <= i).unwrap() as u32)
+        })
+        .collect();
+    Batch {
+        starts: Some(starts),
+        ..batch(vocab, masked)
     }
 }
 
@@ -217,8 +233,12 @@ fn compare(model: &Llama<AD>, a: &GradientsParams, b: &GradientsParams) -> Vec<(
 }
 
 fn check(config: &LlamaConfig, lora: bool, masked: bool) {
+    check_batch(config, lora, &batch(config.vocab_size, masked));
+}
+
+fn check_batch(config: &LlamaConfig, lora: bool, batch: &Batch) {
+    let masked = batch.mask.is_some();
     let model = model(config, lora);
-    let batch = batch(config.vocab_size, masked);
     let vocab = config.vocab_size;
     let variants = [
         (whole(Checkpointing::Block), "block", false),
@@ -237,12 +257,14 @@ fn check(config: &LlamaConfig, lora: bool, masked: bool) {
     ];
     for (parts, (memory, name, staged)) in [1, 2].into_iter().flat_map(|p| variants.map(|v| (p, v)))
     {
-        let (loss, plain) = gradients(&model, &batch, parts, whole(Checkpointing::None));
+        let (loss, plain) = gradients(&model, batch, parts, whole(Checkpointing::None));
         let (loss_ckpt, ckpt) = match staged {
-            true => staged_gradients(&model, &batch, parts, memory),
-            false => gradients(&model, &batch, parts, memory),
+            true => staged_gradients(&model, batch, parts, memory),
+            false => gradients(&model, batch, parts, memory),
         };
-        let case = format!("{name}: lora {lora}, masked {masked}, {parts} part(s)");
+        let packed = batch.starts.is_some();
+        let case =
+            format!("{name}: lora {lora}, masked {masked}, packed {packed}, {parts} part(s)");
         assert!(loss.is_finite() && loss > 0.0, "{case}: loss {loss}");
         // The chunked loss sums weighted chunks where the plain one takes a mean.
         match memory.logits_chunk_bytes {
@@ -283,6 +305,68 @@ fn block_checkpointing_gives_the_plain_gradients() {
     let _serial = serial();
     check(&tiny(&[]), false, false);
     check(&tiny(&[]), false, true);
+}
+
+#[test]
+fn packed_documents_checkpoint_and_split_like_the_plain_backward() {
+    let _serial = serial();
+    let config = tiny(&[]);
+    check_batch(&config, false, &packed_batch(config.vocab_size, false));
+    check_batch(&config, true, &packed_batch(config.vocab_size, true));
+}
+
+/// The loss of a packed batch, against each document run alone as its own sequence: the
+/// same targets, predicted from only their own document's tokens.
+#[test]
+fn a_packed_loss_is_the_loss_of_each_document_alone() {
+    let _serial = serial();
+    let config = tiny(&[]);
+    let model = model(&config, false);
+    let packed = packed_batch(config.vocab_size, false);
+    let (loss, _) = gradients(&model, &packed, 1, whole(Checkpointing::None));
+    let starts = packed.starts.as_ref().unwrap();
+    let inner = model.valid();
+    let device = Default::default();
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for r in 0..ROWS {
+        let row = r * SEQ;
+        let mut begin = 0;
+        while begin < SEQ {
+            let end = (begin..SEQ)
+                .find(|&i| starts[row + i] as usize != begin)
+                .unwrap_or(SEQ);
+            let ids: Vec<i32> = (begin..end)
+                .map(|i| packed.inputs[row + i] as i32)
+                .collect();
+            let n = ids.len();
+            let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+            let logits = inner.forward(tokens).into_data().to_vec::<f32>().unwrap();
+            let vocab = config.vocab_size;
+            for i in 0..n {
+                let l = &logits[i * vocab..(i + 1) * vocab];
+                let max = l.iter().fold(f32::MIN, |m, &v| m.max(v)) as f64;
+                let lse = max + l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+                sum += lse - l[packed.targets[row + begin + i] as usize] as f64;
+                count += 1;
+            }
+            begin = end;
+        }
+    }
+    let alone = sum / count as f64;
+    assert!(
+        (loss - alone).abs() <= 1e-5 * alone,
+        "packed loss {loss}, documents alone {alone}"
+    );
+    let (unpacked, _) = gradients(
+        &model,
+        &batch(config.vocab_size, false),
+        1,
+        whole(Checkpointing::None),
+    );
+    assert!(
+        (unpacked - loss).abs() > 1e-3,
+        "packing must change the loss of this batch"
+    );
 }
 
 #[test]
