@@ -65,3 +65,36 @@ fn dry_run_table_counts_the_corpus_tokens() {
         );
     }
 }
+
+/// scripts/bench-pack.sh with the built-in tokenizer (no network): the row counts of its summary
+/// are those prepare printed, and packing at least halves the rows.
+#[test]
+fn pack_bench_reports_fewer_rows_than_conversations() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/bench-pack.sh"))
+        .args(["--conversations", "300", "--seq-len", "4095"])
+        .args(["--binary", env!("CARGO_BIN_EXE_fucina"), "--tokenizer"])
+        .arg(root.join("crates/fucina-data/corpus/tokenizer.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let numbers = |line: &str| -> Vec<f64> {
+        line.replace(',', "")
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter_map(|w| w.trim_matches('.').parse().ok())
+            .collect()
+    };
+    let packed = stdout.lines().find(|l| l.starts_with("packed ")).unwrap();
+    let summary = stdout.lines().find(|l| l.starts_with("rows per epoch")).unwrap();
+    // packed N conversations into R rows of L tokens: P % padding (unpacked: N rows, Q % padding)
+    let p = numbers(packed);
+    let (conversations, rows, unpacked) = (p[0], p[1], p[4]);
+    assert_eq!(conversations, 300.0, "{packed}");
+    assert_eq!(unpacked, conversations, "{packed}");
+    assert!(rows < unpacked / 2.0, "{packed}");
+    let s = numbers(summary);
+    assert_eq!((s[0], s[1]), (unpacked, rows), "{summary}");
+}
