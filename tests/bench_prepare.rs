@@ -88,7 +88,10 @@ fn pack_bench_reports_fewer_rows_than_conversations() {
             .collect()
     };
     let packed = stdout.lines().find(|l| l.starts_with("packed ")).unwrap();
-    let summary = stdout.lines().find(|l| l.starts_with("rows per epoch")).unwrap();
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("rows per epoch"))
+        .unwrap();
     // packed N conversations into R rows of L tokens: P % padding (unpacked: N rows, Q % padding)
     let p = numbers(packed);
     let (conversations, rows, unpacked) = (p[0], p[1], p[4]);

@@ -52,6 +52,20 @@ fn run(
 }
 
 fn check(seq: usize, heads: usize, kv_heads: usize, dim: usize, dtype: DType, tol: f32) {
+    let what = format!("{heads}/{kv_heads} heads, dim {dim}");
+    check_with(seq, (heads, kv_heads, dim), None, dtype, tol, &what);
+}
+
+/// The kernels against the reference (with `docs`' mask when given) in f32 from the same
+/// rounded inputs: outputs and the three gradients.
+fn check_with(
+    seq: usize,
+    (heads, kv_heads, dim): (usize, usize, usize),
+    docs: Option<&Documents<Ad>>,
+    dtype: DType,
+    tol: f32,
+    what: &str,
+) {
     let scale = 1.0 / (dim as f32).sqrt();
     let q = input([2, seq, heads, dim], 1) * scale;
     let (k, v) = (
@@ -60,22 +74,21 @@ fn check(seq: usize, heads: usize, kv_heads: usize, dim: usize, dtype: DType, to
     );
     let qkv = [q, k, v];
     let flash = run(&qkv, dtype, |q, k, v| {
-        fused::flash_attention(q, k, v, None)
+        fused::flash_attention(q, k, v, docs)
             .unwrap_or_else(|_| panic!("the flash kernels take these shapes"))
     });
-    // The reference in f32 from the same (rounded) inputs.
     let rounded = qkv.clone().map(|t| t.cast(dtype).cast(DType::F32));
     let want = run(&rounded, DType::F32, |q, k, v| {
-        reference::attention(q, k, v, None)
+        reference::attention(q, k, v, docs)
     });
-    for (what, (got, want)) in ["out", "dq", "dk", "dv"]
+    for (name, (got, want)) in ["out", "dq", "dk", "dv"]
         .iter()
         .zip(flash.iter().zip(&want))
     {
         let e = error(got, want);
         assert!(
             e <= tol,
-            "{dtype:?} seq {seq}, {heads}/{kv_heads} heads, dim {dim}: {what} off by {e:e} of its largest value"
+            "{dtype:?} seq {seq}, {what}: {name} off by {e:e} of its largest value"
         );
     }
 }
@@ -150,32 +163,9 @@ fn starts(rows: &[&[usize]], seq: usize) -> Vec<u32> {
 /// The kernels with two rows of documents, row r's beginning at `firsts[r]`, against the
 /// reference's document mask; GQA 4/2 heads at dim 64.
 fn check_documents(seq: usize, firsts: [&[usize]; 2], dtype: DType, tol: f32) {
-    let (heads, kv_heads, dim) = (4, 2, 64);
-    let q = input([2, seq, heads, dim], 1) * (1.0 / (dim as f32).sqrt());
-    let (k, v) = (
-        input([2, seq, kv_heads, dim], 2),
-        input([2, seq, kv_heads, dim], 3),
-    );
     let docs = Documents::<Ad>::new(starts(&firsts, seq), 2, seq, &Default::default()).unwrap();
-    let qkv = [q, k, v];
-    let flash = run(&qkv, dtype, |q, k, v| {
-        fused::flash_attention(q, k, v, Some(&docs))
-            .unwrap_or_else(|_| panic!("the flash kernels take these shapes"))
-    });
-    let rounded = qkv.clone().map(|t| t.cast(dtype).cast(DType::F32));
-    let want = run(&rounded, DType::F32, |q, k, v| {
-        reference::attention(q, k, v, Some(&docs))
-    });
-    for (what, (got, want)) in ["out", "dq", "dk", "dv"]
-        .iter()
-        .zip(flash.iter().zip(&want))
-    {
-        let e = error(got, want);
-        assert!(
-            e <= tol,
-            "{dtype:?} seq {seq}, documents from {firsts:?}: {what} off by {e:e}"
-        );
-    }
+    let what = format!("4/2 heads, documents from {firsts:?}");
+    check_with(seq, (4, 2, 64), Some(&docs), dtype, tol, &what);
 }
 
 /// Uneven documents across the kernels' tiles (32 rows a cube, 32–64 keys a tile), beside a
