@@ -163,7 +163,12 @@ mod tests {
         let tokens = [5, 9, 1, 7, 9, 9, 3, 9];
         assert_eq!(starts_after(&tokens, 9, 4), vec![0, 0, 2, 2, 0, 1, 2, 2]);
         let docs = Documents::<Flex>::split_at(&tokens, 9, 2, 4, &Default::default()).unwrap();
-        let positions = docs.positions().into_data().to_vec::<i64>().unwrap();
+        let positions = docs
+            .positions()
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>();
+        let positions = positions.unwrap();
         assert_eq!(positions, vec![0, 1, 0, 1, 0, 0, 0, 1]);
         assert_eq!(docs.count(), 5);
     }
