@@ -1,0 +1,111 @@
+//! The run config's `[data]` section: what a run trains on, one directory or a weighted
+//! mixture of them.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `builtin` (the bundled corpus and tokenizer) or a `fucina prepare` output directory.
+    /// Leave it out to train on `sources` (or `train_files`) instead.
+    #[serde(default)]
+    pub dir: String,
+    /// `builtin` or a tokenizer.json; with a prepared directory, the tokenizer it was made with.
+    #[serde(default = "builtin")]
+    pub tokenizer: String,
+    /// Explicit shard lists (e.g. llm.c `.bin` files); they take precedence over `dir`.
+    #[serde(default)]
+    pub train_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub val_files: Vec<PathBuf>,
+    /// Tokens per training sequence.
+    pub seq_len: usize,
+    /// A weighted mixture of prepared directories (`[[data.sources]]`), instead of `dir`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceConfig>,
+    /// Attention stops at end-of-text: each token of a pre-training stream sees only its own
+    /// document, whose positions start at 0. Packed chat rows (`prepare --pack`) always do.
+    #[serde(default)]
+    pub document_mask: bool,
+}
+
+/// One `[[data.sources]]` entry: a `fucina prepare` output directory (or `builtin`) sampled
+/// in proportion to `weight`; weights are normalised by their sum.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub dir: String,
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Names the source's validation loss; defaults to the directory's last component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            Path::new(&self.dir)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.dir.clone())
+        })
+    }
+}
+
+impl DataConfig {
+    /// Fails unless exactly one of `dir`, `sources` and `train_files` says what to train on,
+    /// and the sources have positive weights and distinct names.
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.sources.is_empty() {
+            if self.dir.is_empty() && self.train_files.is_empty() {
+                bail!(
+                    "set data.dir (a `fucina prepare` output, or \"builtin\"), [[data.sources]] or data.train_files"
+                );
+            }
+            return Ok(());
+        }
+        if !self.dir.is_empty() || !self.train_files.is_empty() || !self.val_files.is_empty() {
+            bail!(
+                "data.sources replaces data.dir, data.train_files and data.val_files: remove them, or add their data as one more [[data.sources]] entry"
+            );
+        }
+        let mut names = std::collections::HashMap::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let at = format!("data.sources[{i}] (dir = {:?})", source.dir);
+            if source.dir.is_empty() {
+                bail!("{at}: dir must name a `fucina prepare` output directory or \"builtin\"");
+            }
+            if !source.weight.is_finite() || source.weight <= 0.0 {
+                bail!(
+                    "{at}: weight must be a positive number (got {}); drop the source to leave it out",
+                    source.weight
+                );
+            }
+            let name = source.name();
+            if name.is_empty() {
+                bail!("{at}: name must not be empty");
+            }
+            if let Some(j) = names.insert(name.clone(), i) {
+                bail!(
+                    "{at}: name {name:?} is also data.sources[{j}]'s; give one of them another with name = \"…\""
+                );
+            }
+        }
+        fucina_data::loader::mixture_slots(
+            &self.sources.iter().map(|s| s.weight).collect::<Vec<_>>(),
+        )
+        .context("data.sources")?;
+        Ok(())
+    }
+}
+
+fn builtin() -> String {
+    "builtin".into()
+}
