@@ -88,18 +88,6 @@ impl<B: Backend> Documents<B> {
         })
     }
 
-    /// The documents of rows that each end where a token equal to `eos` is followed by another
-    /// token: the stream of a pre-training dataset, cut at its end-of-text tokens.
-    pub fn split_at(
-        tokens: &[u32],
-        eos: u32,
-        batch: usize,
-        seq: usize,
-        device: &B::Device,
-    ) -> Result<Self> {
-        Self::new(starts_after(tokens, eos, seq), batch, seq, device)
-    }
-
     pub fn starts(&self) -> &[u32] {
         &self.starts
     }
@@ -137,32 +125,15 @@ impl<B: AutodiffBackend> Documents<B> {
     }
 }
 
-/// Document starts for rows of `seq` tokens in which a document ends at each `eos` that is
-/// not the last token of its row.
-pub fn starts_after(tokens: &[u32], eos: u32, seq: usize) -> Vec<u32> {
-    let mut starts = Vec::with_capacity(tokens.len());
-    for row in tokens.chunks(seq.max(1)) {
-        let mut start = 0u32;
-        for (i, &t) in row.iter().enumerate() {
-            starts.push(start);
-            if t == eos {
-                start = i as u32 + 1;
-            }
-        }
-    }
-    starts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::Flex;
 
     #[test]
-    fn starts_restart_after_each_end_of_text_and_at_each_row() {
-        let tokens = [5, 9, 1, 7, 9, 9, 3, 9];
-        assert_eq!(starts_after(&tokens, 9, 4), vec![0, 0, 2, 2, 0, 1, 2, 2]);
-        let docs = Documents::<Flex>::split_at(&tokens, 9, 2, 4, &Default::default()).unwrap();
+    fn positions_restart_at_each_document_and_at_each_row() {
+        let starts = vec![0, 0, 2, 2, 0, 1, 2, 2];
+        let docs = Documents::<Flex>::new(starts, 2, 4, &Default::default()).unwrap();
         let positions = docs
             .positions()
             .into_data()

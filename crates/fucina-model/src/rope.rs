@@ -124,7 +124,6 @@ impl<B: Backend> Rope<B> {
     /// `apply`, with the result multiplied by `scale` at no extra cost.
     pub fn apply_scaled(&self, x: Tensor<B, 4>, start: usize, scale: f64) -> Tensor<B, 4> {
         let [batch, seq, heads, head_dim] = x.dims();
-        let half = head_dim / 2;
         let row = seq * heads * head_dim;
         // Each table becomes one row shared by every sequence of the batch: the CPU backend
         // multiplies that broadcast with SIMD, where a [seq, head_dim] table broadcast over
@@ -141,13 +140,8 @@ impl<B: Backend> Rope<B> {
         // Face's apply_rotary_pos_emb.
         let dtype = x.dtype();
         let tile = |t: &Tensor<B, 2>| crate::fused::cast(tile(t), dtype);
-        let pairs = x.clone().reshape([batch * seq * heads, 2, half]);
-        let swapped = Tensor::cat(
-            vec![pairs.clone().narrow(1, 1, 1), pairs.narrow(1, 0, 1)],
-            1,
-        );
-        let rotated = x.reshape([batch, row]) * tile(&self.cos)
-            + swapped.reshape([batch, row]) * tile(&self.sin);
+        let rotated = x.clone().reshape([batch, row]) * tile(&self.cos)
+            + swap_halves(x).reshape([batch, row]) * tile(&self.sin);
         rotated.reshape([batch, seq, heads, head_dim])
     }
 }

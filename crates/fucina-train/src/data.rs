@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use fucina_data::{corpus, prepare, PrepareMeta, PrepareOptions, TextTokenizer, TokenDataset};
 use fucina_dist::Communicator;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const BUILTIN: &str = "builtin";
 
@@ -194,4 +195,22 @@ fn single_source(
         train,
         val,
     })
+}
+
+/// The end-of-text token `data.document_mask` cuts documents at: the one every source's
+/// shards record.
+pub fn document_eos(train: &[(Arc<TokenDataset>, f64)]) -> Result<u32> {
+    let ids: Vec<Option<u32>> = train.iter().map(|(d, _)| d.eos_id()).collect();
+    match ids.first() {
+        Some(&Some(eos)) if ids.iter().all(|&id| id == Some(eos)) => Ok(eos),
+        _ if ids.contains(&None) => anyhow::bail!(
+            "data.document_mask = true cuts documents at the end-of-text token, but the \
+             training shards record none (shards from another tool, e.g. llm.c .bin files); \
+             prepare the data with `fucina prepare`, or leave data.document_mask out"
+        ),
+        _ => anyhow::bail!(
+            "data.document_mask = true: the sources' shards record different end-of-text \
+             tokens ({ids:?}); a mixture must share one tokenizer"
+        ),
+    }
 }

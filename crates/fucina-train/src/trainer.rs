@@ -202,24 +202,6 @@ pub fn evaluate<B: Backend>(
     Ok(losses.map(|l| l.total))
 }
 
-/// The end-of-text token `data.document_mask` cuts documents at: the one every source's
-/// shards record.
-fn document_eos(train: &[(Arc<TokenDataset>, f64)]) -> Result<u32> {
-    let ids: Vec<Option<u32>> = train.iter().map(|(d, _)| d.eos_id()).collect();
-    match ids.first() {
-        Some(&Some(eos)) if ids.iter().all(|&id| id == Some(eos)) => Ok(eos),
-        _ if ids.contains(&None) => anyhow::bail!(
-            "data.document_mask = true cuts documents at the end-of-text token, but the \
-             training shards record none (shards from another tool, e.g. llm.c .bin files); \
-             prepare the data with `fucina prepare`, or leave data.document_mask out"
-        ),
-        _ => anyhow::bail!(
-            "data.document_mask = true: the sources' shards record different end-of-text \
-             tokens ({ids:?}); a mixture must share one tokenizer"
-        ),
-    }
-}
-
 /// What `evaluate_sources` measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValLosses {
@@ -308,7 +290,7 @@ fn run<B: AutodiffBackend>(
     };
     let accum = spec.grad_accum()?;
     let document_eos = match config.data.document_mask {
-        true => Some(document_eos(&train)?),
+        true => Some(data::document_eos(&train)?),
         false => None,
     };
     let mut loader = Loader::mixture(train, spec)?;
