@@ -2,6 +2,8 @@
 # bench-pytorch.sh. `torch_venv TAG` makes sure <repo>/.venv-fixtures holds exactly the pins
 # below (creating or completing it; reused when it does) and sets $torch_python to its
 # interpreter. Needs $repo; honours $PYTHON (default python3) for creating the venv.
+# tensorboard is for scripts/tensorboard_fixture.py and tensorboard_read.py, run with
+# <repo>/.venv-fixtures/bin/python.
 #
 # Torch comes from PyPI, whose Linux x86_64 wheel needs the nvidia-*/cuda-toolkit
 # wheels even on CPU: with --no-deps `import torch` fails (libcudart.so.13), and
@@ -16,6 +18,7 @@ torch_pins=(
   tokenizers==0.23.3
   jinja2==3.1.6
   numpy==2.4.6
+  tensorboard==2.21.0
 )
 
 torch_venv() {

@@ -213,3 +213,63 @@ fn kill_9_of_one_rank_ends_the_job_and_a_resume_matches() {
     assert!(resumed.contains("resuming from"), "{resumed}");
     assert_eq!(parameter_hash(&resumed), parameter_hash(&reference));
 }
+
+/// `kill -9` of the whole job while checkpoint 8 is being written in the background (its
+/// writers held after their first file): checkpoint 4 stays usable, `--resume auto` takes it,
+/// clears the half-written one and ends as the uninterrupted run does.
+#[test]
+fn kill_9_during_a_background_write_leaves_the_checkpoint_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path());
+    let set = [
+        "--set",
+        "checkpoint.every=4",
+        "--set",
+        "train.steps=12",
+        "--set",
+        "dist.shard_optimizer=true",
+    ];
+    let reference = finish(2, &config, &tmp.path().join("reference"), &set);
+
+    let out = tmp.path().join("killed");
+    let mut command = train(2, &config, &out, &set);
+    let child = command.env("FUCINA_TEST_STALL_WRITE", "8").spawn().unwrap();
+    let checkpoints = out.join("checkpoints");
+    let writing = checkpoints.join(".tmp_step_00000008");
+    let started = Instant::now();
+    let in_progress = || {
+        let files = std::fs::read_dir(&writing).map_or(0, |d| d.count());
+        files > 0 && checkpoints.join("step_00000004/DONE").is_file()
+    };
+    while !in_progress() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no write began"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut pids = children(child.id());
+    pids.push(child.id());
+    for pid in pids {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    assert!(!checkpoints.join("step_00000008").exists());
+
+    let resumed = finish(
+        2,
+        &config,
+        &out,
+        &[&set[..], &["--resume", "auto"]].concat(),
+    );
+    assert!(
+        resumed.contains("step_00000004 at step 4"),
+        "not resumed from step 4:\n{resumed}"
+    );
+    assert!(
+        !writing.exists(),
+        "the half-written checkpoint is still there"
+    );
+    assert_eq!(parameter_hash(&resumed), parameter_hash(&reference));
+}

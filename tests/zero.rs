@@ -148,6 +148,17 @@ fn sharded_checkpoints_resume_at_other_world_sizes_and_unsharded() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
     assert_eq!(state["optimizer"], "flat");
+    // Each rank wrote its own part of the moments; none gathered them.
+    assert_eq!(state["shards"], 2);
+    let names = file_names(&half.join("checkpoints/step_00000010"));
+    for rank in 0..2 {
+        let part = format!("optim.shard-0000{rank}-of-00002.safetensors");
+        assert!(names.contains(&part), "{names:?}");
+    }
+    assert!(
+        !names.contains(&"optim.safetensors".to_string()),
+        "{names:?}"
+    );
 
     let resume = ["--resume", "auto"];
     let (three, one) = (tmp.path().join("three"), tmp.path().join("one"));
@@ -178,6 +189,60 @@ fn sharded_checkpoints_resume_at_other_world_sizes_and_unsharded() {
         &losses(&replicated),
         &reference,
         "1 replicated then 2 sharded",
+    );
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let entries = std::fs::read_dir(dir).unwrap();
+    entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// With `checkpoint.shard_weights` each rank also writes its part of the weights. Rank 1's part
+/// of the newest checkpoint damaged: the resume on 3 ranks names it, takes the checkpoint
+/// before and retraces the uninterrupted run from there.
+#[test]
+fn a_damaged_part_is_named_and_the_checkpoint_before_is_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path());
+    let parts = [SHARD, &["--set", "checkpoint.shard_weights=true"]].concat();
+    let run = tmp.path().join("run");
+    check(&train(2, &config, &run, &parts), "2 ranks");
+    let reference = losses(&run);
+    let newest = run.join("checkpoints/step_00000020");
+    let names = file_names(&newest);
+    assert!(
+        !names.contains(&"model.mpk".to_string()) && names.len() == 8,
+        "two parts of the weights and two of the moments, no whole model: {names:?}"
+    );
+    let damaged = "trainable.shard-00001-of-00002.safetensors";
+    let mut bytes = std::fs::read(newest.join(damaged)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(newest.join(damaged), bytes).unwrap();
+
+    let stderr = check(
+        &train(
+            3,
+            &config,
+            &run,
+            &[&parts[..], &["--resume", "auto"]].concat(),
+        ),
+        "resumed on 3 ranks",
+    );
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("step_00000020 is unusable"))
+        .unwrap_or_else(|| panic!("no warning:\n{stderr}"));
+    assert!(warning.contains(damaged), "{warning}");
+    assert!(stderr.contains("step_00000010 at step 10"), "{stderr}");
+    // The metrics file now holds steps 1-20, then 11-20 again from the resume.
+    let all = losses(&run);
+    assert_close(
+        &all[20..],
+        &reference[10..],
+        "resumed from step 10 on 3 ranks",
     );
 }
 

@@ -3,11 +3,15 @@
 //! name, fsynced, marked DONE and renamed, so a crash never leaves something that looks complete;
 //! resuming checks the manifest and falls back to the checkpoint before if the newest is damaged.
 
-use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::base_fingerprint::{BaseFingerprint, BASE_FILE};
+use crate::flat_file::{is_shard_of, FlatPart};
+use crate::manifest::{Entry, Manifest, MANIFEST_FILE};
+use crate::zero::{write_trainable, Layout};
 use anyhow::{anyhow, bail, Context, Result};
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
+use burn::tensor::backend::AutodiffBackend;
 use fucina_data::LoaderState;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -20,6 +24,9 @@ pub const FLAT_OPTIM_FILE: &str = "optim.safetensors";
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.toml";
 pub const DONE_FILE: &str = "DONE";
+/// Stems of the flat files (`flat_file`): whole as `<stem>.safetensors`, or in parts.
+pub const TRAINABLE_STEM: &str = "trainable";
+pub const OPTIM_STEM: &str = "optim";
 
 /// Everything besides tensors needed to continue exactly where the run stopped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +45,26 @@ pub struct TrainState {
     /// How the optimizer state is stored (checkpoints written before it existed hold burn's).
     #[serde(default)]
     pub optimizer: OptimFormat,
+    /// How the weights are stored (checkpoints written before it existed hold `model.mpk`).
+    #[serde(default)]
+    pub weights: WeightsFormat,
+    /// The ranks that each wrote their part of the flat files (sharded optimizer); 0: whole
+    /// files, written by rank 0.
+    #[serde(default)]
+    pub shards: usize,
+}
+
+/// The two forms of weights a checkpoint may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightsFormat {
+    /// burn's record of the whole model (`model.mpk`).
+    #[default]
+    Record,
+    /// Only the trainable parameters, flat in visit order (`trainable.safetensors` or its
+    /// parts); the frozen ones come from `model.hf`, checked against `base.json`. LoRA runs
+    /// keep a few MB of adapters rather than the whole base at every checkpoint.
+    Trainable,
 }
 
 /// The two forms of AdamW state a checkpoint may hold; either resumes a run of either kind.
@@ -91,9 +118,9 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Writes a complete checkpoint for `state.step` (the optimizer state in the form
-/// `state.optimizer` names) and returns its directory. On any failure (a
-/// full disk, say) the temporary directory is removed and earlier checkpoints are untouched.
+/// Writes a complete checkpoint for `state.step` from one process (the optimizer state in the
+/// form `state.optimizer` names) and returns its directory. On any failure (a full disk, say)
+/// the temporary directory is removed and earlier checkpoints are untouched.
 pub fn save(
     out_dir: &Path,
     model_bytes: &[u8],
@@ -102,52 +129,91 @@ pub fn save(
     config_toml: &str,
     retention: Retention,
 ) -> Result<PathBuf> {
-    let parent = checkpoints_dir(out_dir);
-    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = parent.join(format!(".tmp_step_{:08}", state.step));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp)?;
+    let state_json = serde_json::to_vec_pretty(state)?;
+    let files: Vec<(String, Vec<u8>)> = vec![
+        (MODEL_FILE.into(), model_bytes.to_vec()),
+        (state.optimizer.file_name().into(), optim_bytes.to_vec()),
+        (STATE_FILE.into(), state_json),
+        (CONFIG_FILE.into(), config_toml.as_bytes().to_vec()),
+    ];
+    let tmp = temp_dir(out_dir, state.step);
+    let written = write_files(&tmp, &files).and_then(|entries| {
+        let mut manifest = Manifest::default();
+        manifest.files.extend(entries);
+        commit(out_dir, state.step, &manifest, retention)
+    });
+    written.map_err(|e| {
+        let _ = fs::remove_dir_all(&tmp);
+        match format!("{e:#}").contains("earlier checkpoints are intact") {
+            true => e,
+            false => e.context(format!(
+                "checkpoint at step {} not written; earlier checkpoints are intact",
+                state.step
+            )),
+        }
+    })
+}
+
+/// Where the files of the checkpoint for `step` are written before it is complete.
+pub fn temp_dir(out_dir: &Path, step: u64) -> PathBuf {
+    checkpoints_dir(out_dir).join(format!(".tmp_step_{step:08}"))
+}
+
+/// Removes what a killed run left half-written; only before any rank writes again.
+pub fn clear_temporaries(out_dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(checkpoints_dir(out_dir)) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with(".tmp_step_") {
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
     }
-    let written = write_files(&tmp, model_bytes, optim_bytes, state, config_toml);
-    let final_dir = step_dir(out_dir, state.step);
-    let result = written.and_then(|()| replace_dir(&tmp, &final_dir));
+    Ok(())
+}
+
+/// Writes and fsyncs `files` into `tmp` (created if need be: every rank of a sharded save
+/// writes its part there), returning their manifest entries.
+pub fn write_files(tmp: &Path, files: &[(String, Vec<u8>)]) -> Result<Vec<(String, Entry)>> {
+    fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut entries = Vec::with_capacity(files.len());
+    for (name, bytes) in files {
+        write_synced(&tmp.join(name), bytes)?;
+        entries.push((name.clone(), Entry::of(bytes)));
+    }
+    Ok(entries)
+}
+
+/// Completes the checkpoint whose files are all in its temporary directory: the manifest, the
+/// DONE marker, the rename, then the retention policy. Rank 0 only, once every rank's files
+/// are written.
+pub fn commit(
+    out_dir: &Path,
+    step: u64,
+    manifest: &Manifest,
+    retention: Retention,
+) -> Result<PathBuf> {
+    let tmp = temp_dir(out_dir, step);
+    let final_dir = step_dir(out_dir, step);
+    let result = serde_json::to_vec_pretty(manifest)
+        .map_err(anyhow::Error::from)
+        .and_then(|m| write_synced(&tmp.join(MANIFEST_FILE), &m))
+        .and_then(|()| write_synced(&tmp.join(DONE_FILE), b""))
+        .and_then(|()| replace_dir(&tmp, &final_dir));
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e.context(format!(
-            "checkpoint at step {} not written; earlier checkpoints are intact",
-            state.step
+            "checkpoint at step {step} not written; earlier checkpoints are intact"
         )));
     }
-    if let Ok(dir) = fs::File::open(&parent) {
+    if let Ok(dir) = fs::File::open(checkpoints_dir(out_dir)) {
         let _ = dir.sync_all();
     }
     prune(out_dir, retention)?;
     Ok(final_dir)
-}
-
-fn write_files(
-    tmp: &Path,
-    model_bytes: &[u8],
-    optim_bytes: &[u8],
-    state: &TrainState,
-    config_toml: &str,
-) -> Result<()> {
-    fs::create_dir(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let state_json = serde_json::to_string_pretty(state)?;
-    let files: [(&str, &[u8]); 4] = [
-        (MODEL_FILE, model_bytes),
-        (state.optimizer.file_name(), optim_bytes),
-        (STATE_FILE, state_json.as_bytes()),
-        (CONFIG_FILE, config_toml.as_bytes()),
-    ];
-    let mut manifest = Manifest::default();
-    for (name, bytes) in files {
-        write_synced(&tmp.join(name), bytes)?;
-        manifest.add(name, bytes);
-    }
-    let manifest = serde_json::to_string_pretty(&manifest)?;
-    write_synced(&tmp.join(MANIFEST_FILE), manifest.as_bytes())?;
-    write_synced(&tmp.join(DONE_FILE), b"")
 }
 
 /// Puts `tmp` in place of `dir`; an existing `dir` (the same step written again) is moved aside
@@ -268,13 +334,24 @@ pub fn resolve(out_dir: &Path, which: &str) -> Result<PathBuf> {
 
 #[derive(Debug)]
 pub struct Loaded {
+    /// burn's record of the model, or with `WeightsFormat::Trainable` the whole flat file.
     pub model: Vec<u8>,
     pub optim: Vec<u8>,
     pub state: TrainState,
 }
 
-/// Reads a checkpoint's files and checks them against its manifest.
+/// Reads a checkpoint's files and checks them against its manifest. Parts written by several
+/// ranks come back joined, as the whole file one process would have written.
 pub fn load(dir: &Path) -> Result<Loaded> {
+    read_checkpoint(dir, true)
+}
+
+/// As `load` without the optimizer state (left empty): what generation and export need.
+pub fn load_weights(dir: &Path) -> Result<Loaded> {
+    read_checkpoint(dir, false)
+}
+
+fn read_checkpoint(dir: &Path, with_optimizer: bool) -> Result<Loaded> {
     let manifest = Manifest::read(dir)?;
     let read = |name: &str| -> Result<Vec<u8>> {
         let bytes = fs::read(dir.join(name))
@@ -286,9 +363,45 @@ pub fn load(dir: &Path) -> Result<Loaded> {
     };
     let state: TrainState = serde_json::from_slice(&read(STATE_FILE)?)
         .with_context(|| format!("corrupt {}", dir.join(STATE_FILE).display()))?;
+    let flat = |stem: &str| -> Result<Vec<u8>> {
+        if state.shards == 0 {
+            return read(&format!("{stem}.safetensors"));
+        }
+        let Some(manifest) = &manifest else {
+            bail!("{} has parts but no manifest", dir.display());
+        };
+        let names: Vec<&String> = manifest
+            .files
+            .keys()
+            .filter(|n| is_shard_of(n, stem))
+            .collect();
+        if names.len() != state.shards {
+            bail!(
+                "{} holds {} parts of {stem}, written by {} ranks",
+                dir.display(),
+                names.len(),
+                state.shards
+            );
+        }
+        let mut parts = Vec::with_capacity(names.len());
+        for name in names {
+            let part = FlatPart::decode(&read(name)?).with_context(|| name.clone())?;
+            parts.push((name.clone(), part));
+        }
+        FlatPart::join(parts)?.encode()
+    };
+    let model = match state.weights {
+        WeightsFormat::Record => read(MODEL_FILE)?,
+        WeightsFormat::Trainable => flat(TRAINABLE_STEM)?,
+    };
+    let optim = match (with_optimizer, state.optimizer) {
+        (false, _) => Vec::new(),
+        (true, OptimFormat::Flat) => flat(OPTIM_STEM)?,
+        (true, OptimFormat::BurnRecord) => read(OPTIM_FILE)?,
+    };
     Ok(Loaded {
-        model: read(MODEL_FILE)?,
-        optim: read(state.optimizer.file_name())?,
+        model,
+        optim,
         state,
     })
 }
@@ -300,6 +413,46 @@ pub fn load_model<B: Backend, M: Module<B>>(dir: &Path, model: M, device: &B::De
     let record = record_from_bytes::<B, M::Record>(bytes, device)
         .with_context(|| format!("checkpoint {} does not fit this model", dir.display()))?;
     Ok(model.load_record(record))
+}
+
+/// `model` (built as the run builds it: from `model.hf` or fresh, with its adapters) holding a
+/// checkpoint's weights, given as `load` returns them.
+pub fn restore_weights<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: M,
+    format: WeightsFormat,
+    bytes: Vec<u8>,
+    device: &B::Device,
+) -> Result<M> {
+    match format {
+        WeightsFormat::Record => Ok(model.load_record(record_from_bytes::<B, _>(bytes, device)?)),
+        WeightsFormat::Trainable => {
+            let layout = Layout::of::<B, M>(&model);
+            let flat = FlatPart::decode(&bytes)?.into_trainable(&layout)?;
+            write_trainable::<B, M>(model, &flat)
+        }
+    }
+}
+
+/// Refuses to put a checkpoint's trainable weights on another base than the `model.hf` they
+/// were trained on (`base.json`), naming the files that differ.
+pub fn check_base(dir: &Path, state: &TrainState, hf: Option<&Path>) -> Result<()> {
+    let path = dir.join(BASE_FILE);
+    if state.weights != WeightsFormat::Trainable || !path.is_file() {
+        return Ok(());
+    }
+    let Some(hf) = hf else {
+        bail!(
+            "checkpoint {} holds only the trainable weights of a run on a model.hf base, and \
+             this run names none",
+            dir.display()
+        );
+    };
+    let text = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let print: BaseFingerprint =
+        serde_json::from_slice(&text).with_context(|| format!("corrupt {}", path.display()))?;
+    print
+        .check(hf)
+        .with_context(|| format!("resuming {}", dir.display()))
 }
 
 /// Refuses a checkpoint whose LoRA adapters differ from the run's (present or not, rank,

@@ -2,6 +2,7 @@
 //! the key and what was expected.
 
 use crate::backend::BackendKind;
+use crate::checkpoint::WeightsFormat;
 use anyhow::{anyhow, bail, Context, Result};
 use fucina_model::hf::HfCheckpoint;
 use fucina_model::{presets, LlamaConfig, LoraSpec};
@@ -46,6 +47,8 @@ pub struct RunConfig {
     pub checkpoint: CheckpointConfig,
     #[serde(default)]
     pub dist: DistConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -213,6 +216,14 @@ pub struct CheckpointConfig {
     /// Also keep every checkpoint whose step is a multiple of this (0: none), e.g. for
     /// evaluating the run's history later.
     pub keep_every: u64,
+    /// Write checkpoints in the background while training goes on: training pauses only to
+    /// copy the state to host memory.
+    #[serde(rename = "async")]
+    pub background: bool,
+    /// With `dist.shard_optimizer`: each rank also writes its part of the weights, so no rank
+    /// gathers the whole model (needed when it exceeds one host's memory). Also on by itself
+    /// when the f32 weights would take more than half of this host's memory.
+    pub shard_weights: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -221,6 +232,8 @@ impl Default for CheckpointConfig {
             every: 100,
             keep: 3,
             keep_every: 0,
+            background: true,
+            shard_weights: false,
         }
     }
 }
@@ -233,6 +246,10 @@ pub struct DistConfig {
     /// A step phase (forward/backward, an all-reduce, evaluation, a checkpoint) taking longer
     /// than this ends the whole job with a message; 0 disables the watchdog.
     pub timeout_seconds: f64,
+    /// The same for start-up (config check, opening the data, loading and broadcasting the
+    /// model or checkpoint) and the first step, which compiles the GPU kernels; 0 leaves them
+    /// unwatched.
+    pub startup_timeout_seconds: f64,
     /// ZeRO-1: each rank keeps the AdamW moments of its 1/N of the trainable parameters and
     /// updates only that part; gradients are reduce-scattered and weights all-gathered.
     pub shard_optimizer: bool,
@@ -249,6 +266,7 @@ impl Default for DistConfig {
         Self {
             bucket_mb: 25.0,
             timeout_seconds: 1800.0,
+            startup_timeout_seconds: 3600.0,
             shard_optimizer: false,
             transport: Default::default(),
             overlap: true,
@@ -259,6 +277,19 @@ impl Default for DistConfig {
 impl DistConfig {
     pub fn bucket_bytes(&self) -> usize {
         (self.bucket_mb * 1e6) as usize
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Also write the metrics as TensorBoard event files in `<out_dir>/tensorboard/`.
+    pub tensorboard: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { tensorboard: true }
     }
 }
 
@@ -318,8 +349,31 @@ impl RunConfig {
         }
     }
 
+    /// How checkpoints hold the weights: LoRA runs on a `model.hf` base keep only what trains
+    /// (the adapters); sharded runs asked to (or too big for one host) each rank's part.
+    pub fn weights_format(&self) -> Result<WeightsFormat> {
+        let lora_on_base = self.lora.is_some() && self.hf_dir()?.is_some();
+        let sharded = self.dist.shard_optimizer
+            && (self.checkpoint.shard_weights || self.weights_exceed_host_memory()?);
+        Ok(match lora_on_base || (sharded && self.lora.is_none()) {
+            true => WeightsFormat::Trainable,
+            false => WeightsFormat::Record,
+        })
+    }
+
+    fn weights_exceed_host_memory(&self) -> Result<bool> {
+        let Some(host) = crate::rss::host_total_bytes() else {
+            return Ok(false);
+        };
+        let params = self.model_config()?.num_parameters() as u64;
+        Ok(params * 4 > host / 2)
+    }
+
     fn validate(&self) -> Result<()> {
         crate::transport::check(self.dist.transport, self.backend)?;
+        if self.checkpoint.shard_weights && !self.dist.shard_optimizer {
+            bail!("checkpoint.shard_weights needs dist.shard_optimizer = true: the ranks write the parts of the weights the sharded optimizer gives them");
+        }
         if let Some(lora) = &self.lora {
             lora.validate()?;
             // A recomputed block would draw a different dropout mask than its first forward.
@@ -402,11 +456,13 @@ impl RunConfig {
                 self.dist.bucket_mb
             );
         }
-        if !(self.dist.timeout_seconds.is_finite() && self.dist.timeout_seconds >= 0.0) {
-            bail!(
-                "dist.timeout_seconds must be a number ≥ 0 (got {})",
-                self.dist.timeout_seconds
-            );
+        for (key, value) in [
+            ("timeout_seconds", self.dist.timeout_seconds),
+            ("startup_timeout_seconds", self.dist.startup_timeout_seconds),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                bail!("dist.{key} must be a number ≥ 0 (got {value})");
+            }
         }
         if self.eval.every > 0 && self.eval.batches == 0 {
             bail!("eval.batches must be positive when eval.every is set");

@@ -3,9 +3,10 @@
 //! backend trained the model.
 
 use crate::backend::{BackendKind, BackendTask};
-use crate::checkpoint::{self, CONFIG_FILE};
+use crate::checkpoint::{self, WeightsFormat, CONFIG_FILE};
 use crate::config::RunConfig;
 use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use fucina_model::hf::{self, ExportOptions, HfCheckpoint, HfDtype};
@@ -56,6 +57,42 @@ pub fn model_skeleton<B: Backend>(config: &RunConfig, device: &B::Device) -> Res
     })
 }
 
+/// The trained model of checkpoint `dir`, for inference: its whole record, or its trainable
+/// weights (LoRA adapters) on the run's `model.hf` base, checked to be the one trained on.
+pub fn trained_model<B: AutodiffBackend>(
+    dir: &Path,
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<Llama<B::InnerBackend>> {
+    let loaded = checkpoint::load_weights(dir)?;
+    let state = &loaded.state;
+    if state.weights == WeightsFormat::Record {
+        let model = model_skeleton::<B::InnerBackend>(config, device)?;
+        let model = model.load_record(checkpoint::record_from_bytes::<B::InnerBackend, _>(
+            loaded.model,
+            device,
+        )?);
+        return Ok(model);
+    }
+    let hf = config.hf_dir()?;
+    checkpoint::check_base(dir, state, hf.as_deref())?;
+    let model = match &hf {
+        Some(hf) => {
+            let base = HfCheckpoint::open(hf)?
+                .load::<B>(device, false)
+                .with_context(|| format!("loading the base model {}", hf.display()))?;
+            match &config.lora {
+                Some(spec) => base.with_lora(spec, config.seed, device),
+                None => base,
+            }
+        }
+        None => model_skeleton::<B>(config, device)?,
+    };
+    let model = checkpoint::restore_weights(model, state.weights, loaded.model, device)
+        .with_context(|| format!("checkpoint {}", dir.display()))?;
+    Ok(model.valid())
+}
+
 pub fn export(request: ExportRequest) -> Result<Exported> {
     let dir = checkpoint_dir(&request.source)?;
     let config = RunConfig::load(&dir.join(CONFIG_FILE), &[])
@@ -77,10 +114,8 @@ struct ExportTask {
 impl BackendTask for ExportTask {
     type Output = Result<Exported>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Exported> {
-        type Inner<B> = <B as AutodiffBackend>::InnerBackend;
         let (config, request) = (&self.config, &self.request);
-        let model = model_skeleton::<Inner<B>>(config, &device)?;
-        let model = checkpoint::load_model::<Inner<B>, _>(&self.dir, model, &device)?;
+        let model = trained_model::<B>(&self.dir, config, &device)?;
         let source = match config.hf_dir()? {
             Some(dir) => Some(HfCheckpoint::open(&dir)?),
             None => None,

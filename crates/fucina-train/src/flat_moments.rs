@@ -19,7 +19,7 @@ use std::collections::HashMap;
 /// burn's record of the replicated optimizer: per parameter id, its AdamW state.
 pub type AdamRecord<B, M> = <OptimizerAdaptor<AdamW, M, B> as Optimizer<M, B>>::Record;
 
-const FORMAT: &str = "fucina-adamw-flat";
+pub(crate) const FORMAT: &str = "fucina-adamw-flat";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlatMoments {

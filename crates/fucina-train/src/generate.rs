@@ -147,9 +147,7 @@ struct SampleTask {
 impl crate::BackendTask for SampleTask {
     type Output = Result<String>;
     fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Result<String> {
-        type Inner<B> = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
-        let model = crate::export::model_skeleton::<Inner<B>>(&self.config, &device)?;
-        let model = crate::checkpoint::load_model::<Inner<B>, _>(&self.dir, model, &device)?;
+        let model = crate::export::trained_model::<B>(&self.dir, &self.config, &device)?;
         let o = &self.options;
         sample(
             &model,

@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod backend;
+pub mod base_fingerprint;
 pub mod bench;
 pub mod bench_kernels;
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod data;
 mod device_memory;
 pub mod doctor;
 pub mod export;
+pub mod flat_file;
 pub mod flat_moments;
 pub mod generate;
 pub mod grads;
@@ -28,9 +30,11 @@ pub mod plot;
 pub mod precision;
 pub mod projection;
 pub mod rss;
+pub mod saver;
 mod staged_grads;
 pub mod stages;
 pub mod stop;
+pub mod tensorboard;
 pub mod threads;
 pub mod trainer;
 pub mod transport;

@@ -27,13 +27,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-impl Manifest {
-    pub fn add(&mut self, name: &str, bytes: &[u8]) {
-        let entry = Entry {
+impl Entry {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self {
             bytes: bytes.len() as u64,
             sha256: sha256_hex(bytes),
-        };
-        self.files.insert(name.to_string(), entry);
+        }
+    }
+}
+
+impl Manifest {
+    pub fn add(&mut self, name: &str, bytes: &[u8]) {
+        self.files.insert(name.to_string(), Entry::of(bytes));
     }
 
     /// `None` for checkpoints written before manifests existed.

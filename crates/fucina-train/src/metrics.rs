@@ -1,12 +1,13 @@
-//! Step metrics: one JSON line per event in `metrics.jsonl`, and what the user sees — a progress
-//! bar on a terminal, plain lines in a batch log.
+//! Step metrics: one JSON line per event in `metrics.jsonl`, the same scalars as TensorBoard
+//! event files, and what the user sees — a progress bar on a terminal, plain lines in a batch log.
 
+use crate::tensorboard::{self, EventWriter};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -52,15 +53,25 @@ pub struct StepMetrics {
 pub struct Reporter {
     file: Option<File>,
     bar: Option<ProgressBar>,
+    /// Dropped at the first error: `metrics.jsonl` is the record that counts.
+    tensorboard: Option<EventWriter<BufWriter<File>>>,
 }
 
 impl Reporter {
-    /// Only rank 0 reports; other ranks get a silent reporter. Appends when resuming.
-    pub fn new(out_dir: &Path, active: bool, start: u64, total: u64) -> Result<Self> {
+    /// Only rank 0 reports; other ranks get a silent reporter. Appends when resuming; with
+    /// `tensorboard`, also starts a new TensorBoard event file.
+    pub fn new(
+        out_dir: &Path,
+        active: bool,
+        tensorboard: bool,
+        start: u64,
+        total: u64,
+    ) -> Result<Self> {
         if !active {
             return Ok(Self {
                 file: None,
                 bar: None,
+                tensorboard: None,
             });
         }
         let path = out_dir.join(METRICS_FILE);
@@ -79,10 +90,18 @@ impl Reporter {
             );
             bar
         });
-        Ok(Self {
+        let mut reporter = Self {
             file: Some(file),
             bar,
-        })
+            tensorboard: None,
+        };
+        if tensorboard {
+            match tensorboard::create(out_dir, start + 1) {
+                Ok(writer) => reporter.tensorboard = Some(writer),
+                Err(e) => reporter.say(&format!("warning: no TensorBoard files: {e:#}")),
+            }
+        }
+        Ok(reporter)
     }
 
     pub fn record(&mut self, event: &Event) -> Result<()> {
@@ -90,6 +109,7 @@ impl Reporter {
             return Ok(());
         };
         writeln!(file, "{}", serde_json::to_string(event)?).context("cannot write metrics")?;
+        self.write_tensorboard(event);
         let line = match event {
             Event::Train(m) => format!(
                 "step {} loss {:.4} lr {:.2e} grad_norm {:.3} {:.0} tok/s{}",
@@ -129,6 +149,20 @@ impl Reporter {
         Ok(())
     }
 
+    fn write_tensorboard(&mut self, event: &Event) {
+        let Some(writer) = &mut self.tensorboard else {
+            return;
+        };
+        let (step, values) = scalars(event);
+        let values: Vec<(&str, f64)> = values.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+        if let Err(e) = writer.scalars(tensorboard::wall_time(), step, &values) {
+            self.tensorboard = None;
+            self.say(&format!(
+                "warning: stopped writing TensorBoard files ({e}); metrics.jsonl goes on"
+            ));
+        }
+    }
+
     /// A message that must not be torn by the progress bar.
     pub fn say(&self, message: &str) {
         match &self.bar {
@@ -141,6 +175,38 @@ impl Reporter {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
+        }
+    }
+}
+
+/// An event's step and its TensorBoard scalars by tag.
+fn scalars(event: &Event) -> (u64, Vec<(String, f64)>) {
+    match event {
+        Event::Train(m) => {
+            let mut values = vec![
+                ("train/loss".into(), m.loss),
+                ("train/lr".into(), m.lr),
+                ("train/grad_norm".into(), m.grad_norm),
+                ("train/tokens_per_sec".into(), m.tokens_per_sec),
+                ("train/step_seconds".into(), m.step_seconds),
+                ("train/exposed_comm".into(), m.exposed_comm),
+            ];
+            values.extend(m.mfu.map(|v| ("train/mfu".into(), v)));
+            (m.step, values)
+        }
+        Event::Val {
+            step,
+            val_loss,
+            sources,
+            ..
+        } => {
+            let each = sources.iter().map(|(name, v)| (format!("val/{name}"), *v));
+            (
+                *step,
+                std::iter::once(("val/loss".into(), *val_loss))
+                    .chain(each)
+                    .collect(),
+            )
         }
     }
 }

@@ -72,11 +72,12 @@ pub fn all_finite<B: Backend, M: Module<B>>(model: &M) -> bool {
     struct Finite(bool);
     impl<B: Backend> ModuleVisitor<B> for Finite {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            // x - x is 0 for every finite x and NaN for NaN and ±inf, so the sum is 0 exactly
+            // when all are finite: one reduction where the weights are, one value copied back.
             if self.0 {
-                let data = param.val().into_data().convert::<f32>();
-                self.0 = data
-                    .as_slice::<f32>()
-                    .is_ok_and(|v| v.iter().all(|x| x.is_finite()));
+                let w = param.val();
+                let sum = (w.clone() - w).sum().into_data().convert::<f32>();
+                self.0 = sum.as_slice::<f32>().is_ok_and(|v| v == [0.0]);
             }
         }
     }
@@ -98,6 +99,10 @@ mod tests {
         let mut linear = LinearConfig::new(3, 2).init::<Flex>(&device);
         assert!(super::all_finite::<Flex, _>(&linear));
         let values = [1.0, 2.0, 3.0, 4.0, f32::NAN, 6.0];
+        let weight = Tensor::<Flex, 1>::from_floats(values, &device).reshape([3, 2]);
+        linear.weight = Param::from_tensor(weight);
+        assert!(!super::all_finite::<Flex, _>(&linear));
+        let values = [1.0, 2.0, f32::NEG_INFINITY, 4.0, 5.0, 6.0];
         let weight = Tensor::<Flex, 1>::from_floats(values, &device).reshape([3, 2]);
         linear.weight = Param::from_tensor(weight);
         assert!(!super::all_finite::<Flex, _>(&linear));

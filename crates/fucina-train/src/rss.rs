@@ -26,6 +26,14 @@ pub fn format_mib(bytes: Option<u64>) -> String {
     }
 }
 
+/// This host's memory (Linux `MemTotal`); `None` elsewhere.
+pub fn host_total_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,13 +2,15 @@
 //! step, validation and checkpoints on schedule, and everything needed to resume exactly.
 
 use crate::backend::{dispatch, BackendTask};
-use crate::checkpoint::{self, TrainState};
+use crate::base_fingerprint::{BaseFingerprint, BASE_FILE};
+use crate::checkpoint::{self, TrainState, CONFIG_FILE, STATE_FILE};
 use crate::config::RunConfig;
 use crate::consistency::{check_replicas, check_same_config};
 use crate::data::{self, RunData};
 use crate::loss::{eval_sums, step_scale};
 use crate::metrics::{Event, Reporter, StepMetrics};
 use crate::optim::learning_rate;
+use crate::saver::{Committed, Saver};
 use crate::stages::Stages;
 use crate::threads::{cpu_parts, forward_backward, Memory};
 use crate::update::Updater;
@@ -147,17 +149,17 @@ fn fresh_model<B: AutodiffBackend>(
 
 /// Rank 0 reads the checkpoint and broadcasts it, so that nodes need not see the same files.
 fn load_checkpoint(
-    out_dir: &std::path::Path,
+    config: &RunConfig,
     which: &str,
     model: &LlamaConfig,
-    lora: Option<&fucina_model::LoraSpec>,
     comm: &dyn Communicator,
 ) -> Result<Option<(PathBuf, checkpoint::Loaded)>> {
     let mut parts = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     if comm.is_root() {
-        if let Some((dir, loaded)) = checkpoint::open(out_dir, which)? {
+        if let Some((dir, loaded)) = checkpoint::open(&config.out_dir, which)? {
             checkpoint::check_model(&dir, model)?;
-            checkpoint::check_lora(&dir, lora)?;
+            checkpoint::check_lora(&dir, config.lora.as_ref())?;
+            checkpoint::check_base(&dir, &loaded.state, config.hf_dir()?.as_deref())?;
             let state = serde_json::to_vec(&loaded.state)?;
             parts = [
                 dir.to_string_lossy().into_owned().into_bytes(),
@@ -254,6 +256,14 @@ fn run<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<TrainSummary> {
     let model_config = config.model_config()?;
+    let seconds = std::time::Duration::from_secs_f64;
+    let (timeout, startup) = (
+        seconds(config.dist.timeout_seconds),
+        seconds(config.dist.startup_timeout_seconds),
+    );
+    let watchdog = Watchdog::start(timeout, startup, comm.rank());
+    let hang_step = watchdog::hang_step(comm.rank(), comm.size());
+    watchdog.enter_startup("checking the config on every rank", 0);
     check_same_config(&config.to_toml(), comm)?;
     let dtype = config.precision.compute_dtype();
     if !B::supports_dtype(device, dtype) {
@@ -266,6 +276,10 @@ fn run<B: AutodiffBackend>(
     let out_dir = &config.out_dir;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    watchdog.enter_startup("opening the data", 0);
+    if hang_step == Some(0) {
+        watchdog::hang_forever();
+    }
     let RunData {
         tokenizer,
         sources,
@@ -298,8 +312,11 @@ fn run<B: AutodiffBackend>(
         loader = loader.with_document_mask(eos);
     }
 
+    watchdog.enter_startup("loading the model", 0);
     let mut model = initial_model::<B>(config, &model_config, comm, device)?;
+    watchdog.enter_startup("choosing the gradient transport", 0);
     let mut updater = Updater::<B, Llama<B>>::new(config, &model, comm)?;
+    let weights = config.weights_format()?;
     if let (true, Some((transport, why))) = (comm.is_root(), updater.transport()) {
         eprintln!("gradient transport: {} ({why})", transport.name());
     }
@@ -311,10 +328,17 @@ fn run<B: AutodiffBackend>(
         last_loss: None,
         fucina_version: env!("CARGO_PKG_VERSION").into(),
         skipped_steps: 0,
-        optimizer: updater.format(),
+        optimizer: updater.format(weights),
+        weights,
+        shards: updater.shards(comm),
     };
+    let next = match options.resume {
+        Some(_) => "loading the checkpoint",
+        None => "preparing the first step",
+    };
+    watchdog.enter_startup(next, 0);
     let resumed = match &options.resume {
-        Some(which) => load_checkpoint(out_dir, which, &model_config, config.lora.as_ref(), comm)?,
+        Some(which) => load_checkpoint(config, which, &model_config, comm)?,
         None => None,
     };
     if resumed.is_none() && comm.is_root() && options.resume.as_deref() == Some("if-present") {
@@ -324,12 +348,17 @@ fn run<B: AutodiffBackend>(
         );
     }
     if let Some((dir, loaded)) = resumed {
-        model = model.load_record(checkpoint::record_from_bytes::<B, _>(loaded.model, device)?);
+        model = checkpoint::restore_weights(model, loaded.state.weights, loaded.model, device)
+            .with_context(|| format!("weights of checkpoint {}", dir.display()))?;
         updater
             .load(&model, loaded.state.optimizer, loaded.optim, device)
             .with_context(|| format!("optimizer state of checkpoint {}", dir.display()))?;
-        state = loaded.state;
-        state.optimizer = updater.format();
+        state = TrainState {
+            optimizer: updater.format(weights),
+            weights,
+            shards: updater.shards(comm),
+            ..loaded.state
+        };
         // The loader is a pure function of the step: only another seed or mixture could move it.
         state.step = loader
             .resume(&state.loader)
@@ -344,7 +373,13 @@ fn run<B: AutodiffBackend>(
     let half = config.precision != crate::config::Precision::F32;
     let total = config.train.steps;
     let stop = options.stop_after.unwrap_or(total).min(total);
-    let mut reporter = Reporter::new(out_dir, comm.is_root(), state.step, total)?;
+    let mut reporter = Reporter::new(
+        out_dir,
+        comm.is_root(),
+        config.metrics.tensorboard,
+        state.step,
+        total,
+    )?;
     let tokens_per_step = config.train.global_batch_tokens as u64;
     let flops_per_token = model_config.train_flops_per_token(config.data.seq_len);
     let peak = config.peak_flops();
@@ -355,19 +390,36 @@ fn run<B: AutodiffBackend>(
     let mut training_peak = None;
     let mut stopped_by: Option<String> = None;
 
-    let timeout = std::time::Duration::from_secs_f64(config.dist.timeout_seconds);
-    let watchdog = Watchdog::start(timeout, comm.rank());
-    let (nan_steps, hang_step) = (
-        nonfinite::poisoned_steps(comm),
-        watchdog::hang_step(comm.rank(), comm.size()),
-    );
+    let retention = checkpoint::Retention {
+        keep: config.checkpoint.keep,
+        every: config.checkpoint.keep_every,
+    };
+    let mut saver = Saver::new(
+        out_dir,
+        retention,
+        config.checkpoint.background,
+        comm.is_root(),
+    )?;
+    let base = match (weights, config.hf_dir()?) {
+        (checkpoint::WeightsFormat::Trainable, Some(dir)) if comm.is_root() => {
+            Some(serde_json::to_vec_pretty(&BaseFingerprint::of(&dir)?)?)
+        }
+        _ => None,
+    };
+    let nan_steps = nonfinite::poisoned_steps(comm);
+    let first = state.step;
     while state.step < stop {
         let step = state.step;
         let step_started = Instant::now();
         let lr = learning_rate(&config.train, step);
         let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
         let mut loss_sum = 0.0;
-        watchdog.enter("forward/backward", step + 1);
+        // The first step compiles the kernels, and its collectives wait for the slowest rank's.
+        let phase = |name| match step == first {
+            true => watchdog.enter_startup(name, step + 1),
+            false => watchdog.enter(name, step + 1),
+        };
+        phase("forward/backward");
         if hang_step == Some(step + 1) {
             watchdog::hang_forever();
         }
@@ -402,7 +454,7 @@ fn run<B: AutodiffBackend>(
             }
         }
         // Overlapped, the last micro-batch's backward runs inside this phase.
-        watchdog.enter("gradient all-reduce", step + 1);
+        phase("gradient all-reduce");
         let mut sync = match staged {
             Some(stages) => {
                 // The sharded optimizer has summed them on the host already.
@@ -412,15 +464,24 @@ fn run<B: AutodiffBackend>(
             None => updater.sync(&model, accumulator.grads(), comm)?,
         };
 
-        // The stop request rides on the loss all-reduce: no extra collective per step.
+        // The stop request and the background writers' progress ride on the loss all-reduce:
+        // no extra collective per step.
         let signal = stop::received();
         let mut loss_buf = [
             (loss_sum / accum as f64) as f32,
             signal.is_some() as u8 as f32,
+            saver.done_flag(),
         ];
-        watchdog.enter("loss all-reduce", step + 1);
+        phase("loss all-reduce");
         comm.all_reduce_sum(&mut loss_buf)?;
         let loss = loss_buf[0] as f64 / comm.size() as f64;
+        if saver.pending() && loss_buf[2] as usize == comm.size() {
+            phase("checkpoint completion");
+            if let Some(done) = saver.finish(comm)? {
+                report_checkpoint(&reporter, &done);
+                last_checkpoint = Some(done.dir);
+            }
+        }
         if loss_buf[1] > 0.0 && stopped_by.is_none() {
             stopped_by = Some(match signal {
                 Some(s) => stop::name(s),
@@ -437,7 +498,7 @@ fn run<B: AutodiffBackend>(
         )?;
         match verdict {
             nonfinite::Verdict::Apply => {
-                watchdog.enter("optimizer step", step + 1);
+                phase("optimizer step");
                 model = updater.apply(lr, model, comm, &mut sync)?;
             }
             nonfinite::Verdict::Skip => updater.skip(),
@@ -501,31 +562,45 @@ fn run<B: AutodiffBackend>(
                 training_peak = crate::rss::peak_rss_bytes();
             }
             watchdog.enter("checkpoint", state.step);
-            check_replicas::<B, _>(&model, state.step, comm)?;
+            let paused = Instant::now();
+            // One process has no replica to compare with (the final hash is taken below).
+            if comm.size() > 1 {
+                check_replicas::<B, _>(&model, state.step, comm)?;
+            }
             if !nonfinite::all_finite::<B, _>(&model) {
                 anyhow::bail!(
                     "step {}: the weights hold NaN or infinity; not checkpointing them",
                     state.step
                 );
             }
-            // Gathered on rank 0 (the sharded optimizer's blocks): every rank takes part.
-            let weights = updater.weights_to_save(&model, comm)?;
-            if let (Some(optim_bytes), Some(weights)) = (updater.save(comm)?, weights) {
-                let model_bytes = checkpoint::record_to_bytes::<B, _>(weights.into_record())?;
-                let dir = checkpoint::save(
-                    out_dir,
-                    &model_bytes,
-                    &optim_bytes,
-                    &state,
-                    &config.to_toml(),
-                    checkpoint::Retention {
-                        keep: config.checkpoint.keep,
-                        every: config.checkpoint.keep_every,
-                    },
-                )?;
-                last_checkpoint = Some(dir);
+            // Training pauses for the copy to host memory; the writers do the rest.
+            let copying = Instant::now();
+            let mut files = updater.checkpoint_files(&model, weights, comm)?;
+            let copied = copying.elapsed().as_secs_f64();
+            if comm.is_root() {
+                files.push((STATE_FILE.into(), serde_json::to_vec_pretty(&state)?));
+                files.push((CONFIG_FILE.into(), config.to_toml().into_bytes()));
+                if let Some(base) = &base {
+                    files.push((BASE_FILE.into(), base.clone()));
+                }
             }
-            comm.barrier()?;
+            let mut done = saver.start(state.step, files, comm)?;
+            if last {
+                done.extend(saver.finish(comm)?);
+            }
+            let paused = paused.elapsed().as_secs_f64();
+            let how = match saver.pending() {
+                true => "to copy it; writing in the background",
+                false => "to write it",
+            };
+            reporter.say(&format!(
+                "checkpoint step {}: training paused {paused:.3} s {how} (host copy {copied:.3} s)",
+                state.step
+            ));
+            for done in done {
+                report_checkpoint(&reporter, &done);
+                last_checkpoint = Some(done.dir);
+            }
         }
         if stopped_by.is_some() {
             break;
@@ -577,6 +652,16 @@ fn run<B: AutodiffBackend>(
         predicted_bytes: crate::memory::estimate(config, comm.size())?
             .device_total(config.backend.is_cpu()),
     })
+}
+
+fn report_checkpoint(reporter: &Reporter, done: &Committed) {
+    reporter.say(&format!(
+        "checkpoint step {}: {:.1} MB written in {:.2} s: {}",
+        done.step,
+        done.bytes as f64 / 1e6,
+        done.seconds,
+        done.dir.display()
+    ));
 }
 
 fn median(values: &[f64]) -> f64 {

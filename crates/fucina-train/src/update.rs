@@ -7,15 +7,19 @@
 //! replicated one a whole f32 model, the sharded one its block on the host — and the model
 //! that trains is their bf16 cast, made anew after every update.
 
-use crate::checkpoint::{record_from_bytes, record_to_bytes, OptimFormat};
+use crate::checkpoint::{
+    record_from_bytes, record_to_bytes, OptimFormat, WeightsFormat, FLAT_OPTIM_FILE, MODEL_FILE,
+    OPTIM_FILE, OPTIM_STEM, TRAINABLE_STEM,
+};
 use crate::config::{Precision, RunConfig};
+use crate::flat_file::{shard_name, FlatPart};
 use crate::flat_moments::{state_of, AdamRecord, FlatMoments};
 use crate::grads::{AddressTransport, GradSync, SyncStats};
 use crate::optim::AdamW;
 use crate::precision::{cast_frozen, cast_params};
 use crate::stages::Stages;
 use crate::transport::{resolve, Probe, Transport};
-use crate::zero::{Layout, ZeroAdamW};
+use crate::zero::{read_trainable, Layout, ZeroAdamW};
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -121,7 +125,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         Ok(cast_params::<B, M>(model, dtype))
     }
 
-    /// The weights a checkpoint holds, on rank 0 (`None` elsewhere): the f32 masters in mixed
+    /// The weights a `model.mpk` holds, on rank 0 (`None` elsewhere): the f32 masters in mixed
     /// precision, else the model's own. A collective with the sharded optimizer in mixed
     /// precision (it gathers the blocks).
     pub fn weights_to_save(&mut self, model: &M, comm: &dyn Communicator) -> Result<Option<M>> {
@@ -138,12 +142,79 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
         Ok(comm.is_root().then(|| weights.clone()))
     }
 
-    /// The form this optimizer's checkpoints take.
-    pub fn format(&self) -> OptimFormat {
-        match &self.kind {
-            Kind::Replicated { .. } => OptimFormat::BurnRecord,
-            Kind::Sharded(_) => OptimFormat::Flat,
+    /// The form this optimizer's checkpoints take, given the weights': flat whenever the
+    /// weights are (their parameter ids are not kept, which burn's record is keyed by).
+    pub fn format(&self, weights: WeightsFormat) -> OptimFormat {
+        match (&self.kind, weights) {
+            (Kind::Replicated { .. }, WeightsFormat::Record) => OptimFormat::BurnRecord,
+            _ => OptimFormat::Flat,
         }
+    }
+
+    /// The ranks that write their part of a checkpoint (0: rank 0 writes whole files).
+    pub fn shards(&self, comm: &dyn Communicator) -> usize {
+        match self.kind {
+            Kind::Sharded(_) => comm.size(),
+            Kind::Replicated { .. } => 0,
+        }
+    }
+
+    /// This rank's files of a checkpoint, as bytes in host memory: the sharded optimizer's
+    /// part of the moments (and, for `WeightsFormat::Trainable`, of the weights) on every
+    /// rank; whole files on rank 0 otherwise. The weights are the f32 masters in mixed
+    /// precision. A collective when the sharded optimizer gathers masters for `model.mpk`.
+    pub fn checkpoint_files(
+        &mut self,
+        model: &M,
+        weights: WeightsFormat,
+        comm: &dyn Communicator,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut files = Vec::new();
+        if weights == WeightsFormat::Record {
+            if let Some(whole) = self.weights_to_save(model, comm)? {
+                let bytes = record_to_bytes::<B, _>(whole.into_record())?;
+                files.push((MODEL_FILE.into(), bytes));
+            }
+        }
+        let masters = self.precision.keeps_masters();
+        match &mut self.kind {
+            Kind::Sharded(zero) => {
+                let (rank, world) = (comm.rank(), comm.size());
+                let (layout, owned) = (zero.layout().clone(), zero.owned());
+                let moments = FlatPart::moments(&layout, owned.clone(), zero.owned_moments())?;
+                files.push((shard_name(OPTIM_STEM, rank, world), moments.encode()?));
+                if weights == WeightsFormat::Trainable {
+                    let mine = zero.owned_weights::<B, M>(model)?;
+                    let part = FlatPart::trainable(&layout, owned, mine)?;
+                    files.push((shard_name(TRAINABLE_STEM, rank, world), part.encode()?));
+                }
+            }
+            Kind::Replicated { .. } if !comm.is_root() => {}
+            Kind::Replicated {
+                optimizer, master, ..
+            } => {
+                let whole = match (master.as_ref(), masters) {
+                    (Some(m), true) => m,
+                    _ => model,
+                };
+                match weights {
+                    WeightsFormat::Record => {
+                        let bytes = record_to_bytes::<B, _>(optimizer.to_record())?;
+                        files.push((OPTIM_FILE.into(), bytes));
+                    }
+                    WeightsFormat::Trainable => {
+                        let layout = Layout::of::<B, M>(whole);
+                        let values = read_trainable::<B, M>(whole)?;
+                        let part = FlatPart::trainable(&layout, 0..layout.len(), &values)?;
+                        files.push((format!("{TRAINABLE_STEM}.safetensors"), part.encode()?));
+                        let moments =
+                            FlatMoments::from_record::<B, M>(whole, optimizer.to_record())?;
+                        files.push((FLAT_OPTIM_FILE.into(), moments.to_safetensors(&layout)?));
+                    }
+                }
+            }
+        }
+        Ok(files)
     }
 
     /// Reduces this rank's gradients over all ranks and clips them; nothing is updated yet.
@@ -227,21 +298,6 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Updater<B, M> {
                 stats.sync_seconds += seconds;
                 Ok(model)
             }
-        }
-    }
-
-    /// The optimizer state for a checkpoint, on rank 0 (`None` elsewhere). A collective: the
-    /// sharded optimizer gathers its blocks.
-    pub fn save(&mut self, comm: &dyn Communicator) -> Result<Option<Vec<u8>>> {
-        match &mut self.kind {
-            Kind::Replicated { optimizer, .. } if comm.is_root() => {
-                Ok(Some(record_to_bytes::<B, _>(optimizer.to_record())?))
-            }
-            Kind::Replicated { .. } => Ok(None),
-            Kind::Sharded(zero) => match zero.gather_moments(comm)? {
-                Some(all) => Ok(Some(all.to_safetensors(zero.layout())?)),
-                None => Ok(None),
-            },
         }
     }
 

@@ -437,6 +437,31 @@ impl ZeroAdamW {
         }))
     }
 
+    /// Where this rank's block lies in the flat vector (without padding).
+    pub fn owned(&self) -> Range<usize> {
+        self.owned.clone()
+    }
+
+    /// This rank's block of the moments (without padding) and the AdamW step count.
+    pub fn owned_moments(&self) -> (&[f32], &[f32], usize) {
+        let n = self.owned.len();
+        let m = &self.moments;
+        (&m.moment_1[..n], &m.moment_2[..n], m.time)
+    }
+
+    /// This rank's block of the trainable weights (without padding): the f32 masters, or read
+    /// from `model` when it holds the weights itself.
+    pub fn owned_weights<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &mut self,
+        model: &M,
+    ) -> Result<&[f32]> {
+        if !self.masters {
+            self.read_weights(model)?;
+        }
+        ensure!(self.weights_read, "no master weights were read");
+        Ok(&self.weights[..self.owned.len()])
+    }
+
     /// Takes this rank's block of the moments of all trainable parameters.
     pub fn load_moments(&mut self, all: &FlatMoments) -> Result<()> {
         let total = self.layout.len();
@@ -453,6 +478,42 @@ impl ZeroAdamW {
         self.moments = mine;
         Ok(())
     }
+}
+
+/// All trainable weights of `model` as one flat f32 vector in visit order.
+pub fn read_trainable<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> Result<Vec<f32>> {
+    let n = Layout::of::<B, M>(model).len();
+    let mut out = vec![0.0; n];
+    let mut read = ReadBlock {
+        owned: 0..n,
+        offset: 0,
+        out: &mut out,
+        error: None,
+    };
+    model.visit(&mut read);
+    match read.error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// `model` with its trainable weights replaced by `flat` (visit order), each in its own dtype
+/// and keeping its id.
+pub fn write_trainable<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: M,
+    flat: &[f32],
+) -> Result<M> {
+    let n = Layout::of::<B, M>(&model).len();
+    ensure!(
+        flat.len() == n,
+        "{} trainable values for a model that trains {n}",
+        flat.len()
+    );
+    Ok(model.map(&mut WriteBack {
+        flat,
+        offset: 0,
+        dtype: None,
+    }))
 }
 
 /// Copies the part of the trainable weights in `owned` to the host, slicing on the device so

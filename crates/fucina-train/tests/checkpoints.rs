@@ -23,6 +23,8 @@ fn state(step: u64) -> TrainState {
         fucina_version: "test".into(),
         skipped_steps: 0,
         optimizer: Default::default(),
+        weights: Default::default(),
+        shards: 0,
     }
 }
 

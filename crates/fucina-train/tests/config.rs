@@ -84,6 +84,21 @@ fn sections_take_defaults_for_missing_keys() {
 }
 
 #[test]
+fn tensorboard_is_on_by_default_and_survives_a_round_trip() {
+    assert!(
+        RunConfig::from_toml_str(GOOD, &[])
+            .unwrap()
+            .metrics
+            .tensorboard
+    );
+    let off = RunConfig::from_toml_str(GOOD, &["metrics.tensorboard=false".into()]).unwrap();
+    assert!(!off.metrics.tensorboard);
+    let again = RunConfig::from_toml_str(&off.to_toml(), &[]).unwrap();
+    assert!(!again.metrics.tensorboard);
+    assert!(error(GOOD, &["metrics.tensorbord=true"]).contains("tensorbord"));
+}
+
+#[test]
 fn bf16_needs_a_backend_with_bf16_tensors() {
     for precision in ["bf16", "bf16-pure"] {
         let set = format!("precision={precision}");

@@ -55,6 +55,7 @@ const KEYS: &[&str] = &[
     "checkpoint.keep",
     "dist.bucket_mb",
     "dist.timeout_seconds",
+    "metrics.tensorboard",
     "train.nope",
 ];
 const VALUES: &[&str] = &[

@@ -1,6 +1,7 @@
 //! LoRA fine-tuning of a Hugging Face checkpoint (the transformers-written fixture): the base
 //! weights after training are bit-identical to the file's, the adapters moved, and the merged
-//! export equals W + (alpha/r)·B·A computed here from the two files on the host.
+//! export equals W + (alpha/r)·B·A computed here from the two files on the host. Checkpoints
+//! hold only the adapters, and refuse a base other than the one trained on.
 
 use burn::backend::Flex;
 use fucina_data::ShardWriter;
@@ -128,9 +129,22 @@ fn lora_trains_only_adapters_and_merges_exactly() {
 
     // The trained model's base weights against the fixture's, loaded independently.
     let device = Default::default();
-    let trained = fucina_train::export::model_skeleton::<B>(&run, &device).unwrap();
     let ckpt = fucina_train::export::checkpoint_dir(&run.out_dir).unwrap();
-    let trained = fucina_train::checkpoint::load_model::<B, _>(&ckpt, trained, &device).unwrap();
+    for (file, held) in [
+        ("model.mpk", false),
+        ("trainable.safetensors", true),
+        ("base.json", true),
+    ] {
+        assert_eq!(
+            ckpt.join(file).is_file(),
+            held,
+            "{file} in {}",
+            ckpt.display()
+        );
+    }
+    let trained =
+        fucina_train::export::trained_model::<burn::backend::Autodiff<B>>(&ckpt, &run, &device)
+            .unwrap();
     let base = HfCheckpoint::open(fixture())
         .unwrap()
         .load::<B>(&device, false)
@@ -255,4 +269,48 @@ fn resuming_with_other_adapters_is_refused() {
     other.lora.as_mut().unwrap().r = 8;
     let e = format!("{:#}", train(other, &SingleProcess, resume()).unwrap_err());
     assert!(e.contains("LoRA r = 8"), "{e}");
+}
+
+#[test]
+fn resuming_or_exporting_on_another_base_is_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, base.join(path.file_name().unwrap())).unwrap();
+    }
+    let hf = format!("model.hf=\"{}\"", base.display());
+    let run = lora_run(&tmp.path().join("run"), &["train.steps=3", &hf]);
+    train(run.clone(), &SingleProcess, TrainOptions::default()).unwrap();
+
+    let shard = base.join("model-00002-of-00003.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&shard, bytes).unwrap();
+    let resume = TrainOptions {
+        resume: Some("auto".into()),
+        ..Default::default()
+    };
+    let e = format!(
+        "{:#}",
+        train(run.clone(), &SingleProcess, resume).unwrap_err()
+    );
+    assert!(
+        e.contains("not the base these adapters were trained on")
+            && e.contains("model-00002-of-00003.safetensors has other contents"),
+        "{e}"
+    );
+    let request = ExportRequest {
+        source: run.out_dir.clone(),
+        out: tmp.path().join("adapter"),
+        dtype: None,
+        merge: true,
+        max_shard_bytes: 5_000_000_000,
+        overwrite: false,
+        progress: false,
+    };
+    let e = format!("{:#}", export(request).unwrap_err());
+    assert!(e.contains("model-00002-of-00003.safetensors"), "{e}");
 }
