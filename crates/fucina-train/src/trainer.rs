@@ -495,7 +495,16 @@ fn run<B: AutodiffBackend>(
             loss,
             sync.grad_norm,
             comm.is_root(),
-        )?;
+        );
+        let verdict = match verdict {
+            Ok(verdict) => verdict,
+            // Every rank stops here together (the loss is all-reduced): the checkpoint still
+            // being written is completed first, so the run's last good state is not lost.
+            Err(e) => {
+                saver.finish(comm)?;
+                return Err(e);
+            }
+        };
         match verdict {
             nonfinite::Verdict::Apply => {
                 phase("optimizer step");
