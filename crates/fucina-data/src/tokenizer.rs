@@ -19,6 +19,8 @@ const BOS_CANDIDATES: &[&str] = &["<s>", "<|begin_of_text|>", "<bos>"];
 pub struct TextTokenizer {
     inner: Tokenizer,
     sha256: String,
+    /// `eos_token` of the `tokenizer_config.json` beside the tokenizer, when there is one.
+    eos: Option<String>,
 }
 
 impl TextTokenizer {
@@ -26,8 +28,36 @@ impl TextTokenizer {
         let path = path.as_ref();
         let json = std::fs::read_to_string(path)
             .with_context(|| format!("reading tokenizer {}", path.display()))?;
-        Self::from_json_str(&json)
-            .with_context(|| format!("{} is not a valid tokenizer.json", path.display()))
+        let tokenizer = Self::from_json_str(&json)
+            .with_context(|| format!("{} is not a valid tokenizer.json", path.display()))?;
+        let config = path.with_file_name("tokenizer_config.json");
+        match config.is_file() {
+            true => tokenizer
+                .with_config(&config)
+                .with_context(|| format!("reading {}", config.display())),
+            false => Ok(tokenizer),
+        }
+    }
+
+    /// Takes the end-of-text token a Hugging Face `tokenizer_config.json` names (its
+    /// `eos_token`, a string or `{"content": …}`), which must be in the vocabulary.
+    pub fn with_config(mut self, path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        let config: serde_json::Value = serde_json::from_str(&text)?;
+        let eos = match &config["eos_token"] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => {
+                o.get("content").and_then(|c| c.as_str()).map(String::from)
+            }
+            _ => None,
+        };
+        if let Some(eos) = &eos {
+            if self.token_to_id(eos).is_none() {
+                anyhow::bail!("its eos_token {eos:?} is not in the tokenizer's vocabulary");
+            }
+        }
+        self.eos = eos;
+        Ok(self)
     }
 
     pub fn from_json_str(json: &str) -> Result<Self> {
@@ -44,7 +74,11 @@ impl TextTokenizer {
         // only `prepare` inserts EOS ids.
         inner.set_encode_special_tokens(true);
         let sha256 = hex(&Sha256::digest(json.as_bytes()));
-        Ok(Self { inner, sha256 })
+        Ok(Self {
+            inner,
+            sha256,
+            eos: None,
+        })
     }
 
     /// Token ids of `text`, without BOS/EOS or any template tokens. Special
@@ -88,17 +122,21 @@ impl TextTokenizer {
             .map_or(0, |&m| m + 1)
     }
 
-    /// First of `</s>`, `<|endoftext|>`, `<|end_of_text|>`, `<eos>` that exists.
+    /// The end-of-text token: the `eos_token` of `tokenizer_config.json` when there is one;
+    /// without that metadata, the one of `</s>`, `<|endoftext|>`, `<|end_of_text|>`, `<eos>`
+    /// the tokenizer itself declares special (Gemma's vocabulary holds an ordinary `</s>`).
     pub fn eos_id(&self) -> Option<u32> {
-        self.first_token(EOS_CANDIDATES)
+        self.eos_token().and_then(|t| self.token_to_id(t))
     }
 
     /// The text of the token `eos_id` finds.
-    pub fn eos_token(&self) -> Option<&'static str> {
-        EOS_CANDIDATES
-            .iter()
-            .copied()
-            .find(|t| self.token_to_id(t).is_some())
+    pub fn eos_token(&self) -> Option<&str> {
+        if let Some(eos) = &self.eos {
+            return Some(eos);
+        }
+        let added = self.inner.get_added_tokens_decoder();
+        let special = |t: &&str| added.values().any(|a| a.special && a.content == *t);
+        EOS_CANDIDATES.iter().copied().find(special)
     }
 
     /// First of `<s>`, `<|begin_of_text|>`, `<bos>` that exists.

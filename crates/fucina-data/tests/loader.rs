@@ -246,7 +246,11 @@ fn state_round_trips_and_checks_the_seed() {
 #[test]
 fn sequential_batches_are_contiguous_windows() {
     let (_d, ds) = positional_dataset(8 * 10 + 1);
-    assert_eq!(sequential_batch_count(&ds, 8, 3), 3);
+    // Ten windows: three full batches and a last one of the tenth window alone.
+    assert_eq!(sequential_batch_count(&ds, 8, 3), 4);
+    let last = sequential_batch(&ds, 8, 3, 3);
+    assert_eq!(last.inputs, (72..80).collect::<Vec<u32>>());
+    assert_eq!(last.targets, (73..81).collect::<Vec<u32>>());
     for index in 0..3 {
         let b = sequential_batch(&ds, 8, 3, index);
         let first = (index * 3 * 8) as u32;

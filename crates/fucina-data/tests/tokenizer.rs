@@ -104,3 +104,93 @@ fn special_token_lookup_order() {
     assert_eq!(tok.bos_id(), Some(n as u32 + 1));
     assert_eq!(tok.vocab_size(), n as u32 + 2);
 }
+
+/// A word-level tokenizer.json: `words` in order, then `special` tokens as added tokens.
+fn word_level(dir: &std::path::Path, words: &[&str], added: &[(&str, bool)]) -> std::path::PathBuf {
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in words.iter().chain(added.iter().map(|(t, _)| t)).enumerate() {
+        vocab.insert(w.to_string(), i.into());
+    }
+    let added: Vec<serde_json::Value> = added
+        .iter()
+        .enumerate()
+        .map(|(i, (content, special))| {
+            serde_json::json!({"id": words.len() + i, "content": content, "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": false, "special": special})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": words[0]}
+    });
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+/// End-of-text comes from the tokenizer's own metadata: `tokenizer_config.json`'s eos_token
+/// (string or object), else the candidate the tokenizer declares special — never an ordinary
+/// token that happens to be spelt `</s>`, as in Gemma's vocabulary.
+#[test]
+fn end_of_text_comes_from_the_tokenizers_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        d
+    };
+    let config = |d: &std::path::Path, eos: serde_json::Value| {
+        let json = serde_json::json!({ "eos_token": eos });
+        std::fs::write(d.join("tokenizer_config.json"), json.to_string()).unwrap();
+    };
+
+    // Llama 3 Instruct: eos_token <|eot_id|>; the base model's tokenizer alone: <|end_of_text|>.
+    let llama = dir("llama3");
+    let special = [
+        ("<|begin_of_text|>", true),
+        ("<|end_of_text|>", true),
+        ("<|eot_id|>", true),
+    ];
+    let path = word_level(&llama, &["<unk>", "hello"], &special);
+    assert_eq!(TextTokenizer::from_file(&path).unwrap().eos_id(), Some(3));
+    config(&llama, "<|eot_id|>".into());
+    let tok = TextTokenizer::from_file(&path).unwrap();
+    assert_eq!(
+        (tok.eos_id(), tok.eos_token()),
+        (Some(4), Some("<|eot_id|>"))
+    );
+
+    // Gemma: an ordinary "</s>" (not special) before the special <eos> and <end_of_turn>.
+    let gemma = dir("gemma");
+    let path = word_level(
+        &gemma,
+        &["<unk>", "</s>", "ciao"],
+        &[("<eos>", true), ("<end_of_turn>", true)],
+    );
+    assert_eq!(TextTokenizer::from_file(&path).unwrap().eos_id(), Some(3));
+    config(
+        &gemma,
+        serde_json::json!({"content": "<eos>", "special": true}),
+    );
+    assert_eq!(TextTokenizer::from_file(&path).unwrap().eos_id(), Some(3));
+
+    // Mistral: </s> special, named by an object.
+    let mistral = dir("mistral");
+    let path = word_level(
+        &mistral,
+        &["<unk>", "bonjour"],
+        &[("<s>", true), ("</s>", true)],
+    );
+    config(&mistral, serde_json::json!({"content": "</s>"}));
+    assert_eq!(TextTokenizer::from_file(&path).unwrap().eos_id(), Some(3));
+
+    // A config naming a token the vocabulary lacks is an error, not a silent fallback.
+    config(&mistral, "<|im_end|>".into());
+    let err = format!("{:#}", TextTokenizer::from_file(&path).unwrap_err());
+    assert!(
+        err.contains("tokenizer_config.json") && err.contains("<|im_end|>"),
+        "{err}"
+    );
+}

@@ -318,7 +318,7 @@ pub fn open(out_dir: &Path, which: &str) -> Result<Option<(PathBuf, Loaded)>> {
     }
     if which == "auto" {
         bail!(
-            "--resume auto: no complete checkpoint under {}",
+            "no complete checkpoint under {}",
             checkpoints_dir(out_dir).display()
         );
     }

@@ -5,7 +5,7 @@
 use crate::backend::{BackendKind, BackendTask};
 use crate::checkpoint::{self, WeightsFormat, CONFIG_FILE};
 use crate::config::RunConfig;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -97,6 +97,22 @@ pub fn export(request: ExportRequest) -> Result<Exported> {
     let dir = checkpoint_dir(&request.source)?;
     let config = RunConfig::load(&dir.join(CONFIG_FILE), &[])
         .with_context(|| format!("the run config saved in {}", dir.display()))?;
+    if request.merge && config.lora.is_none() {
+        bail!(
+            "--merge folds LoRA adapters into their base, and {} has none (a full fine-tuning \
+             or pre-training run): export it without --merge",
+            dir.display()
+        );
+    }
+    // Before the model is loaded, and naming the flag (the writers only know "overwrite").
+    let out = &request.out;
+    let non_empty = out.is_dir() && std::fs::read_dir(out)?.next().is_some();
+    if non_empty && !request.overwrite {
+        bail!(
+            "{} is not empty: choose another directory, or pass --overwrite to replace it",
+            out.display()
+        );
+    }
     let task = ExportTask {
         dir,
         config,

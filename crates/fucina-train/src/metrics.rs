@@ -24,6 +24,12 @@ pub enum Event {
         /// With `[[data.sources]]`: each source's own validation loss, by source name.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         sources: BTreeMap<String, f64>,
+        /// The targets `val_loss` is the mean over (tokens whose prediction counts).
+        #[serde(default)]
+        tokens: u64,
+        /// With `[[data.sources]]`: each source's targets.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        source_tokens: BTreeMap<String, u64>,
     },
 }
 
@@ -126,15 +132,17 @@ impl Reporter {
                 step,
                 val_loss,
                 sources,
+                tokens,
                 ..
             } => {
                 let each: Vec<String> = sources
                     .iter()
                     .map(|(name, loss)| format!("{name} {loss:.4}"))
                     .collect();
+                let line = format!("step {step} val_loss {val_loss:.4} over {tokens} tokens");
                 match each.is_empty() {
-                    true => format!("step {step} val_loss {val_loss:.4}"),
-                    false => format!("step {step} val_loss {val_loss:.4} ({})", each.join(", ")),
+                    true => line,
+                    false => format!("{line} ({})", each.join(", ")),
                 }
             }
         };

@@ -156,7 +156,9 @@ fn load_checkpoint(
 ) -> Result<Option<(PathBuf, checkpoint::Loaded)>> {
     let mut parts = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     if comm.is_root() {
-        if let Some((dir, loaded)) = checkpoint::open(&config.out_dir, which)? {
+        let found = checkpoint::open(&config.out_dir, which)
+            .with_context(|| format!("--resume {which}"))?;
+        if let Some((dir, loaded)) = found {
             checkpoint::check_model(&dir, model)?;
             checkpoint::check_lora(&dir, config.lora.as_ref())?;
             checkpoint::check_base(&dir, &loaded.state, config.hf_dir()?.as_deref())?;
@@ -210,8 +212,11 @@ pub struct ValLosses {
     /// The mean over every evaluated target of every source: sources weigh by their targets
     /// (equal for stream data of equal batch counts), not by their mixture weights.
     pub total: f64,
-    /// Each source's mean loss; `None` for one with no full batch (or no counted target).
+    /// Each source's mean loss; `None` for one with no counted target.
     pub sources: Vec<Option<f64>>,
+    /// The targets `total` is the mean over, and each source's.
+    pub tokens: u64,
+    pub source_tokens: Vec<u64>,
 }
 
 /// `evaluate` for each dataset, each over its own first `batches` batches, in one all-reduce;
@@ -231,7 +236,9 @@ pub fn evaluate_sources<B: Backend>(
         for i in (comm.rank()..n).step_by(comm.size()) {
             let batch =
                 sequential_batch_with_document_mask(val, seq_len, batch_size, i, document_eos);
-            let (s, c) = eval_sums(model, &batch, batch_size, device);
+            // The last batch may be partial.
+            let rows = batch.inputs.len() / seq_len;
+            let (s, c) = eval_sums(model, &batch, rows, device);
             loss += s;
             count += c;
         }
@@ -243,10 +250,16 @@ pub fn evaluate_sources<B: Backend>(
         .chunks(2)
         .map(|s| mean(s[0] as f64, s[1] as f64))
         .collect();
+    let source_tokens = sums.chunks(2).map(|s| s[1] as u64).collect();
     let (loss, count) = sums
         .chunks(2)
         .fold((0.0, 0.0), |(l, c), s| (l + s[0] as f64, c + s[1] as f64));
-    Ok(mean(loss, count).map(|total| ValLosses { total, sources }))
+    Ok(mean(loss, count).map(|total| ValLosses {
+        total,
+        sources,
+        tokens: count as u64,
+        source_tokens,
+    }))
 }
 
 fn run<B: AutodiffBackend>(
@@ -262,7 +275,6 @@ fn run<B: AutodiffBackend>(
         seconds(config.dist.startup_timeout_seconds),
     );
     let watchdog = Watchdog::start(timeout, startup, comm.rank());
-    let hang_step = watchdog::hang_step(comm.rank(), comm.size());
     watchdog.enter_startup("checking the config on every rank", 0);
     check_same_config(&config.to_toml(), comm)?;
     let dtype = config.precision.compute_dtype();
@@ -274,8 +286,28 @@ fn run<B: AutodiffBackend>(
         );
     }
     let out_dir = &config.out_dir;
+    let created = !out_dir.exists();
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let result = run_in::<B>(config, comm, options, device, model_config, watchdog);
+    // A run that failed before writing anything leaves no empty directory behind (remove_dir
+    // refuses one with metrics or checkpoints in it).
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(out_dir);
+    }
+    result
+}
+
+fn run_in<B: AutodiffBackend>(
+    config: &RunConfig,
+    comm: &dyn Communicator,
+    options: &TrainOptions,
+    device: &B::Device,
+    model_config: LlamaConfig,
+    watchdog: Watchdog,
+) -> Result<TrainSummary> {
+    let out_dir = &config.out_dir;
+    let hang_step = watchdog::hang_step(comm.rank(), comm.size());
     watchdog.enter_startup("opening the data", 0);
     if hang_step == Some(0) {
         watchdog::hang_forever();
@@ -294,6 +326,7 @@ fn run<B: AutodiffBackend>(
             vals.push(val);
         }
     }
+    check_validation(config, &val_names, &vals, comm.is_root())?;
     let spec = BatchSpec {
         seq_len: config.data.seq_len,
         global_batch_seqs: config.global_batch_seqs(),
@@ -558,11 +591,21 @@ fn run<B: AutodiffBackend>(
                         .collect(),
                     false => Default::default(),
                 };
+                let source_tokens = match mixture {
+                    true => val_names
+                        .iter()
+                        .cloned()
+                        .zip(losses.source_tokens.iter().copied())
+                        .collect(),
+                    false => Default::default(),
+                };
                 reporter.record(&Event::Val {
                     step: state.step,
                     val_loss: losses.total,
                     elapsed,
                     sources,
+                    tokens: losses.tokens,
+                    source_tokens,
                 })?;
             }
         }
@@ -661,6 +704,38 @@ fn run<B: AutodiffBackend>(
         predicted_bytes: crate::memory::estimate(config, comm.size())?
             .device_total(config.backend.is_cpu()),
     })
+}
+
+/// Validation the config asks for either runs or is refused before training starts: a set
+/// without one sequence to evaluate is an error, a run without any set says so.
+fn check_validation(
+    config: &RunConfig,
+    names: &[String],
+    vals: &[TokenDataset],
+    root: bool,
+) -> Result<()> {
+    if config.eval.every == 0 {
+        return Ok(());
+    }
+    if vals.is_empty() && root {
+        eprintln!(
+            "note: no validation data, so no validation loss (eval.every = {}): prepare with \
+             --val-fraction, or name val_files",
+            config.eval.every
+        );
+    }
+    let seq_len = config.data.seq_len;
+    for (name, val) in names.iter().zip(vals) {
+        if sequential_batch_count(val, seq_len, 1) == 0 {
+            anyhow::bail!(
+                "the validation set of {name} holds no sequence of {} tokens, so eval.every = {} \
+                 would never evaluate: hold out more data (--val-fraction), or set eval.every = 0",
+                seq_len + 1,
+                config.eval.every
+            );
+        }
+    }
+    Ok(())
 }
 
 fn report_checkpoint(reporter: &Reporter, done: &Committed) {

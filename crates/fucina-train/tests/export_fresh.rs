@@ -24,7 +24,7 @@ fn a_fresh_run_exports_weights_tokenizer_and_its_end_of_text() {
         overwrite: false,
         progress: false,
     };
-    let Exported::Model(summary) = export(request).unwrap() else {
+    let Exported::Model(summary) = export(request.clone()).unwrap() else {
         panic!("a run without LoRA exports a model");
     };
     assert!(summary.weight_files.len() > 1, "sharded above 100 kB");
@@ -42,4 +42,40 @@ fn a_fresh_run_exports_weights_tokenizer_and_its_end_of_text() {
     let dir = checkpoint_dir(&run.out_dir).unwrap();
     let trained = checkpoint::load_model::<B, _>(&dir, trained, &device).unwrap();
     assert_eq!(common::param_bits(&reloaded), common::param_bits(&trained));
+}
+
+/// Mistakes at export time are named with the flag that fixes them, before anything loads.
+#[test]
+fn export_mistakes_name_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(&tmp.path().join("run"), &["train.steps=1"]);
+    let request = |merge| ExportRequest {
+        source: run.out_dir.clone(),
+        out: tmp.path().join("export"),
+        dtype: None,
+        merge,
+        max_shard_bytes: 100_000,
+        overwrite: false,
+        progress: false,
+    };
+    // No checkpoint yet: the error speaks of the run directory, not of `--resume`.
+    std::fs::create_dir_all(&run.out_dir).unwrap();
+    let err = format!("{:#}", export(request(false)).unwrap_err());
+    assert!(
+        err.contains("no complete checkpoint") && !err.contains("--resume"),
+        "{err}"
+    );
+
+    train(run.clone(), &SingleProcess, TrainOptions::default()).unwrap();
+    let err = format!("{:#}", export(request(true)).unwrap_err());
+    assert!(
+        err.contains("--merge folds LoRA adapters") && err.contains("without --merge"),
+        "{err}"
+    );
+    std::fs::create_dir_all(tmp.path().join("export/old")).unwrap();
+    let err = format!("{:#}", export(request(false)).unwrap_err());
+    assert!(
+        err.contains("is not empty") && err.contains("--overwrite"),
+        "{err}"
+    );
 }

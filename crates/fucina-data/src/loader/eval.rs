@@ -5,20 +5,22 @@ use super::window::WindowReader;
 use super::Batch;
 use crate::dataset::TokenDataset;
 
-/// How many full batches `sequential_batch` can produce. For row (chat)
-/// data whose rows are not `seq_len + 1` long this is 0: call
-/// `TokenDataset::check_seq_len` first for an error saying why.
+/// How many batches `sequential_batch` can produce, the last one partial when
+/// the windows do not fill it: a validation set smaller than one batch is
+/// still evaluated. For row (chat) data whose rows are not `seq_len + 1` long
+/// this is 0: call `TokenDataset::check_seq_len` first for an error saying why.
 pub fn sequential_batch_count(dataset: &TokenDataset, seq_len: usize, batch: usize) -> usize {
     if seq_len == 0 || batch == 0 || dataset.len() < 2 {
         return 0;
     }
-    dataset.windows(seq_len) / batch
+    dataset.windows(seq_len).div_ceil(batch)
 }
 
 /// Batch `index`: windows `index × batch .. (index + 1) × batch` of the
-/// stream, windows being the same `seq_len + 1`-token cuts (or rows, with
-/// their targets' mask, for chat data) the training loader uses, in order.
-/// Document starts come from the masks of packed row data, as in training.
+/// stream (fewer in the last batch), windows being the same `seq_len + 1`-token
+/// cuts (or rows, with their targets' mask, for chat data) the training loader
+/// uses, in order. Document starts come from the masks of packed row data, as
+/// in training.
 ///
 /// # Panics
 /// If `index >= sequential_batch_count(dataset, seq_len, batch)`.
@@ -48,9 +50,10 @@ pub fn sequential_batch_with_document_mask(
         index < count,
         "validation batch {index} requested, only {count} of {batch} × {seq_len} tokens fit"
     );
+    let windows = index * batch..((index + 1) * batch).min(dataset.windows(seq_len));
     let mut reader = WindowReader::new(seq_len, eos_id);
-    let mut out = reader.empty_batch(std::iter::once(dataset), batch);
-    for w in index * batch..(index + 1) * batch {
+    let mut out = reader.empty_batch(std::iter::once(dataset), windows.len());
+    for w in windows {
         reader.push(dataset, w, &mut out);
     }
     out
