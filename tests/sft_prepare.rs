@@ -196,9 +196,10 @@ fn prepare_writes_masked_rows_for_conversations() {
         String::from_utf8_lossy(&done.stderr)
     );
     // "Hi\nCiao\n" and "Bye\nCiao Ciao\n" (cut), each reply's span being "Ciao…\n"; pad is
-    // the tokenizer's EOS, as this config names no pad token.
+    // the tokenizer's EOS, as this config names no pad token: <|im_end|>, the eos_token of the
+    // tokenizer_config.json beside tokenizer.json (not the <|endoftext|> it also holds).
     #[rustfmt::skip]
-    let tokens = [6, 2, 7, 2, 10,  8, 2, 7, 3, 7];
+    let tokens = [6, 2, 7, 2, 1,  8, 2, 7, 3, 7];
     #[rustfmt::skip]
     let mask = [0, 0, 1, 1, 0,  0, 0, 1, 1, 1];
     assert_eq!(read_tokens(&out2.join("train_000000.bin"), 12), tokens);

@@ -150,7 +150,9 @@ fn a_seq_len_other_than_the_rows_is_refused() {
 fn validation_batches_are_rows_in_order_with_masks() {
     let dir = tempfile::tempdir().unwrap();
     let ds = TokenDataset::open(&row_dataset(dir.path(), &[3, 4])).unwrap();
-    assert_eq!(sequential_batch_count(&ds, SEQ, 2), 3);
+    // Seven rows: three full batches of two and a last one of the seventh row.
+    assert_eq!(sequential_batch_count(&ds, SEQ, 2), 4);
+    assert_eq!(sequential_batch(&ds, SEQ, 2, 3).inputs.len(), SEQ);
     for index in 0..3 {
         let b = sequential_batch(&ds, SEQ, 2, index);
         let first = (index * 2 * ROW) as u32;
