@@ -91,10 +91,26 @@ fn hf_directory_to_fine_tuned_export() {
     write_model_dir(&model);
     write_chats(&tmp.path().join("chats.jsonl"));
     let s = |p: &Path| p.to_str().unwrap().to_string();
+    // The data is prepared with another template than the base model's (a comment added):
+    // the export must carry this one.
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let mut own = json(&model.join("tokenizer_config.json"));
+    let template = format!(
+        "{{#- fine-tuned #}}{}",
+        own["chat_template"].as_str().unwrap()
+    );
+    own["chat_template"] = template.clone().into();
+    let own_path = tmp.path().join("own/tokenizer_config.json");
+    std::fs::create_dir_all(own_path.parent().unwrap()).unwrap();
+    std::fs::write(&own_path, own.to_string()).unwrap();
 
     ok(
         fucina(&[
             "prepare",
+            "--chat-template",
+            &s(&own_path),
             "--tokenizer",
             &s(&model.join("tokenizer.json")),
             "--seq-len",
@@ -187,6 +203,22 @@ batches = 1
             "{file} missing from the export"
         );
     }
+    // The template and the eos/pad ids of the prepared rows travel with the model.
+    let exported_config = json(&merged.join("tokenizer_config.json"));
+    assert_eq!(
+        exported_config["chat_template"].as_str(),
+        Some(template.as_str())
+    );
+    let jinja = std::fs::read_to_string(merged.join("chat_template.jinja")).unwrap();
+    assert_eq!(jinja, template);
+    let meta = json(&data.join("meta.json"));
+    let model_config = json(&merged.join("config.json"));
+    let eos = model_config["eos_token_id"].clone();
+    let holds = |v: &serde_json::Value, id: &serde_json::Value| {
+        v == id || v.as_array().is_some_and(|a| a.contains(id))
+    };
+    assert!(holds(&eos, &meta["eos_id"]), "{eos} vs {}", meta["eos_id"]);
+    assert_eq!(model_config["pad_token_id"], meta["chat"]["pad_id"]);
     let exported = HfCheckpoint::open(&merged).unwrap();
     assert_eq!(
         exported.torch_dtype().map(|d| d.torch_name()),

@@ -71,10 +71,12 @@ mod rows;
 mod sink;
 mod split;
 mod stream;
+pub mod template_file;
 
 pub use merge::merge_parts;
 pub use meta::{ChatMeta, ChatSummary, PrepareMeta, SplitMeta, META_FILE, META_FORMAT};
 pub use part::{prepare_part, Part, PartMeta, PARTS_DIR};
+pub use template_file::CHAT_TEMPLATE_FILE;
 
 use crate::input::collect_files;
 use crate::progress::bytes_bar;

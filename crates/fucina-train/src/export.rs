@@ -5,6 +5,7 @@
 use crate::backend::{BackendKind, BackendTask};
 use crate::checkpoint::{self, WeightsFormat, CONFIG_FILE};
 use crate::config::RunConfig;
+use crate::export_chat::ChatExport;
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
@@ -158,12 +159,22 @@ impl BackendTask for ExportTask {
             overwrite: request.overwrite,
             progress: request.progress,
         };
-        let summary = hf::export(&model, &model_config, &request.out, &options);
-        if let (None, Some(staged)) = (&source, &options.tokenizer_dir) {
+        let chat = ChatExport::of_run(config)?;
+        let staged = options.tokenizer_dir.clone();
+        let summary = (|| -> Result<hf::ExportSummary> {
+            if let (Some(chat), Some(dir)) = (&chat, &staged) {
+                chat.patch_tokenizer_files(dir, config)?;
+            }
+            let summary = hf::export(&model, &model_config, &request.out, &options)?;
+            if let Some(chat) = &chat {
+                chat.patch_model_config(&request.out)?;
+            }
+            Ok(summary)
+        })();
+        if let Some(staged) = &staged {
             let _ = std::fs::remove_dir_all(staged);
         }
-        let summary = summary?;
-        Ok(Exported::Model(summary))
+        Ok(Exported::Model(summary?))
     }
 }
 
@@ -182,13 +193,17 @@ fn tokenizer_dir(
     source: Option<&HfCheckpoint>,
     max_positions: usize,
 ) -> Result<Option<PathBuf>> {
-    if let Some(s) = source {
-        return Ok(Some(s.dir().to_path_buf()));
-    }
+    // Staged, so that the data's chat template and tokens can replace the base model's.
     let dir = std::env::temp_dir().join(format!("fucina-tokenizer-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    if config.data.tokenizer == crate::data::BUILTIN {
+    if let Some(s) = source {
+        for name in hf::TOKENIZER_FILES {
+            if s.dir().join(name).is_file() {
+                std::fs::copy(s.dir().join(name), dir.join(name))?;
+            }
+        }
+    } else if config.data.tokenizer == crate::data::BUILTIN {
         let json = fucina_data::corpus::builtin_tokenizer_json()
             .context("this build has no built-in tokenizer")?;
         std::fs::write(dir.join("tokenizer.json"), json)?;

@@ -14,6 +14,7 @@ pub mod data;
 mod device_memory;
 pub mod doctor;
 pub mod export;
+pub mod export_chat;
 pub mod flat_file;
 pub mod flat_moments;
 pub mod generate;

@@ -182,6 +182,7 @@ pub(super) fn prepare_chat(
         split_meta(&val, val_docs),
         Some(chat),
     );
+    super::template_file::write(out_dir, &config.chat_template)?;
     meta.write(out_dir)?;
     Ok(PrepareSummary {
         train_tokens: meta.train.tokens,
