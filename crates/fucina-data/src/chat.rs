@@ -22,10 +22,15 @@
 mod config;
 mod conversation;
 mod encode;
+mod formats;
 mod pyjson;
+mod skipped;
 mod template;
 
 pub use config::{TokenizerConfig, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 pub use conversation::Conversation;
 pub use encode::{ChatEncoder, EncodedChat};
+pub(crate) use formats::{read_conversation, JsonlLine, Skip};
+pub use formats::{MESSAGE_ROLES, SHAREGPT_ROLES};
+pub(crate) use skipped::SkipReport;
 pub use template::ChatTemplate;

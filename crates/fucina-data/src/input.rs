@@ -14,10 +14,11 @@
 //!   A leading UTF-8 byte-order mark is dropped.
 //! - JSONL files hold one `{"text": "..."}` object per line; blank lines are
 //!   skipped; other fields are ignored.
-//! - A JSONL line may instead hold a conversation, `{"messages": [{"role":
-//!   "...", "content": "..."}, ...]}` (it wins over a `"text"` on the same
-//!   line). Only `prepare` accepts these; each is validated where it is read,
-//!   and errors name the file and line.
+//! - A JSONL line may instead hold a conversation: OpenAI `{"messages": …}`,
+//!   ShareGPT `{"conversations": …}` (either wins over a `"text"` on the same
+//!   line) or `{"prompt": …, "completion": …}` (see `chat::formats`). Only
+//!   `prepare` accepts these; each is validated where it is read, and one
+//!   that cannot be trained on is kept as a `Skip` with its file and line.
 //! - Parquet files give one document per row from a top-level string column
 //!   (`text` unless another is chosen); null rows count as empty.
 //! - Empty documents are skipped in all formats.
@@ -29,7 +30,7 @@ mod parquet;
 
 pub(crate) use files::collect_files;
 
-use crate::chat::Conversation;
+use crate::chat::{Conversation, Skip};
 use anyhow::Result;
 use indicatif::ProgressBar;
 use lines::LineReader;
@@ -102,7 +103,8 @@ fn line_ending_len(line: &str) -> usize {
 #[derive(Debug, Clone)]
 pub(crate) enum Record {
     Text(String),
-    Chat(Conversation, Location),
+    /// A conversation, or why it is left out.
+    Chat(Result<Conversation, Skip>, Location),
 }
 
 /// Where a record was read, for errors found after reading.
@@ -167,8 +169,8 @@ impl Iterator for Documents {
         Some(match self.0.next()? {
             Ok(Record::Text(doc)) => Ok(doc),
             Ok(Record::Chat(_, at)) => Err(anyhow::anyhow!(
-                "{at}: a conversation ({{\"messages\": …}}) where only text is accepted; \
-                 conversations can be prepared, but not used to train a tokenizer"
+                "{at}: a conversation (messages, conversations or prompt/completion) where only \
+                 text is accepted; conversations can be prepared, but not used to train a tokenizer"
             )),
             Err(e) => Err(e),
         })

@@ -95,9 +95,9 @@ fn conversations_become_masked_rows() {
 
     let chat = summary.chat.expect("chat summary");
     assert_eq!(
-        (chat.examples, chat.truncated, chat.dropped),
-        (2, 1, 2),
-        "kept 2 (one cut), dropped the one without a reply and the one cut before its reply"
+        (chat.examples, chat.truncated, chat.dropped, chat.skipped),
+        (2, 1, 1, 1),
+        "kept 2 (one cut), dropped the one cut before its reply, skipped the one without a reply"
     );
     assert_eq!(chat.assistant_tokens, 5 + 7);
     assert_eq!((chat.text_docs, chat.text_rows), (1, 1));

@@ -138,9 +138,10 @@ fn packing_keeps_every_conversation_in_fewer_rows() {
 
     let (chat, plain_chat) = (summary.chat.unwrap(), unpacked.chat.unwrap());
     assert!(chat.packed && !plain_chat.packed);
-    // The one without a reply, and any whose prompt alone fills the row.
-    assert_eq!(chat.examples + chat.dropped, 400);
-    assert!((1..5).contains(&chat.dropped), "{}", chat.dropped);
+    // The one without a reply is skipped; any whose prompt alone fills the row dropped.
+    assert_eq!(chat.skipped, 1);
+    assert_eq!(chat.examples + chat.dropped + chat.skipped, 400);
+    assert!((0..4).contains(&chat.dropped), "{}", chat.dropped);
     assert!(
         chat.truncated > 0,
         "some conversations are longer than a row"

@@ -94,6 +94,15 @@ impl Conversation {
         &self.contents[i]
     }
 
+    /// Whether message `i` carries tool calls, which may stand in for its
+    /// content (an assistant turn that only calls a tool).
+    pub fn calls_tools(&self, i: usize) -> bool {
+        let calls = self.messages[i]
+            .get_item(&Value::from("tool_calls"))
+            .unwrap_or_default();
+        calls.kind() == ValueKind::Seq && calls.len().is_some_and(|n| n > 0)
+    }
+
     /// The messages as the template sees them.
     pub(crate) fn messages(&self) -> &[Value] {
         &self.messages
@@ -136,7 +145,7 @@ fn template_message(message: &Value) -> Value {
     Value::from_iter(fields)
 }
 
-fn describe(value: &Value) -> String {
+pub(super) fn describe(value: &Value) -> String {
     match value.kind() {
         ValueKind::Undefined => "missing".into(),
         ValueKind::None => "null".into(),

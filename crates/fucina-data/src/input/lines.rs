@@ -3,11 +3,9 @@
 
 use super::compressed::open_stream;
 use super::{line_ending_len, Compression, FileKind, InputFile, Location, Record, BOM};
-use crate::chat::Conversation;
+use crate::chat::{read_conversation, JsonlLine};
 use anyhow::{anyhow, bail, Result};
 use indicatif::ProgressBar;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,18 +19,9 @@ pub(super) struct LineReader {
     buf: Vec<u8>,
 }
 
-#[derive(Deserialize)]
-struct JsonlLine {
-    text: Option<String>,
-    /// Only its presence is looked at here; conversations are parsed again
-    /// into template values, which keep the order of their fields.
-    messages: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct ChatLine {
-    messages: minijinja::Value,
-}
+/// What a JSONL line may hold, in errors.
+const EXPECTED: &str = "expected a JSON object with a string \"text\" field or a conversation \
+     (\"messages\", \"conversations\", or \"prompt\" and \"completion\")";
 
 impl LineReader {
     pub(super) fn open(file: &InputFile, bar: &ProgressBar) -> Result<Self> {
@@ -106,22 +95,15 @@ impl LineReader {
                 continue;
             }
             let at = Location::line(self.path.clone(), self.line_no);
-            let parsed: JsonlLine = serde_json::from_str(line).map_err(|e| {
-                anyhow!(
-                    "{at}: expected a JSON object with a string \"text\" field or a \"messages\" list ({e})"
-                )
-            })?;
-            if parsed.messages.is_some() {
-                let chat: ChatLine = serde_json::from_str(line)
-                    .map_err(|e| anyhow!("{at}: reading \"messages\" ({e})"))?;
-                let conversation =
-                    Conversation::from_value(&chat.messages).map_err(|e| anyhow!("{at}: {e}"))?;
-                return Ok(Some(Record::Chat(conversation, at)));
+            let parsed: JsonlLine =
+                serde_json::from_str(line).map_err(|e| anyhow!("{at}: {EXPECTED} ({e})"))?;
+            if parsed.is_conversation() {
+                return Ok(Some(Record::Chat(read_conversation(line), at)));
             }
             match parsed.text {
                 Some(text) if !text.is_empty() => return Ok(Some(Record::Text(text))),
                 Some(_) => {}
-                None => bail!("{at}: expected a JSON object with a string \"text\" field or a \"messages\" list"),
+                None => bail!("{at}: {EXPECTED}"),
             }
         }
         Ok(None)

@@ -7,7 +7,7 @@ use super::pack::write_packed;
 use super::rows::RowSink;
 use super::split::{Split, SplitStats};
 use super::{outdir, PrepareOptions, PrepareSummary};
-use crate::chat::{ChatEncoder, ChatTemplate, EncodedChat};
+use crate::chat::{ChatEncoder, ChatTemplate, EncodedChat, Skip, SkipReport};
 use crate::input::{InputFile, Location, Record, Records};
 use crate::tokenizer::TextTokenizer;
 use anyhow::{bail, Context, Result};
@@ -35,13 +35,13 @@ pub(super) fn prepare_chat(
     let at = &inputs.first_chat;
     let Some(template_path) = &opts.chat_template else {
         bail!(
-            "{at} is a conversation ({{\"messages\": …}}), which needs the model's chat template: \
+            "{at} is a conversation, which needs the model's chat template: \
              give its tokenizer_config.json with --chat-template (or put it next to the tokenizer.json)"
         );
     };
     let Some(seq_len) = opts.seq_len.filter(|&s| s > 0) else {
         bail!(
-            "{at} is a conversation ({{\"messages\": …}}); conversations are stored one per row of \
+            "{at} is a conversation; conversations are stored one per row of \
              seq_len + 1 tokens, so give the sequence length you will train with (--seq-len, \
              the run's data.seq_len)"
         );
@@ -83,6 +83,7 @@ pub(super) fn prepare_chat(
     };
     let (mut train, mut val) = (sink("train"), sink("val"));
     let (mut train_docs, mut val_docs) = (0u64, 0u64);
+    let mut skipped = SkipReport::default();
     let mut counts = ChatSummary {
         seq_len,
         row_len,
@@ -112,12 +113,23 @@ pub(super) fn prepare_chat(
                     sink.push_text(&tokens)?;
                     counts.text_docs += 1;
                 }
-                Encoded::Chat(mut chat) => {
+                Encoded::Skipped(why, at) => {
+                    skipped.conversations += 1;
+                    skipped.add(&why, &at);
+                    continue;
+                }
+                Encoded::Chat(mut chat, at) => {
+                    skipped.conversations += 1;
+                    // The first token of a conversation is never a target.
+                    let targets = |mask: &[u8]| mask.iter().skip(1).map(|&m| m as u64).sum::<u64>();
+                    if targets(&chat.mask) == 0 {
+                        skipped.add(&Skip::NothingRendered, &at);
+                        continue;
+                    }
                     let truncated = chat.tokens.len() > row_len;
                     chat.tokens.truncate(row_len);
                     chat.mask.truncate(row_len);
-                    // The first token of a conversation is never a target.
-                    let targets = chat.mask.iter().skip(1).map(|&m| m as u64).sum::<u64>();
+                    let targets = targets(&chat.mask);
                     if targets == 0 {
                         counts.dropped += 1;
                         continue;
@@ -153,6 +165,20 @@ pub(super) fn prepare_chat(
     counts.text_rows = train.text_rows + val.text_rows;
     counts.conversation_rows = train.conversation_rows + val.conversation_rows;
     counts.padding_tokens = train.padding + val.padding;
+    counts.skipped = skipped.skipped();
+    if counts.skipped > 0 {
+        if counts.examples == 0 {
+            let dropped = match counts.dropped {
+                0 => String::new(),
+                n => format!(
+                    "{n} conversations were dropped because no assistant token fits in the \
+                     first {row_len} tokens (seq_len {seq_len} + 1), use a longer --seq-len; "
+                ),
+            };
+            bail!("nothing to train on: {dropped}{skipped}");
+        }
+        eprintln!("warning: {skipped}");
+    }
     if train.rows == 0 {
         bail!(
             "nothing to train on: all {} conversations were dropped because no assistant token \
@@ -195,7 +221,8 @@ pub(super) fn prepare_chat(
 
 enum Encoded {
     Text(Vec<u32>),
-    Chat(EncodedChat),
+    Chat(EncodedChat, Location),
+    Skipped(Skip, Location),
 }
 
 /// Encodes records in order, conversations spread over threads; the first
@@ -216,10 +243,13 @@ fn encode_batch(
                         .iter()
                         .map(|record| match record {
                             Record::Text(text) => tokenizer.encode(text).map(Encoded::Text),
-                            Record::Chat(conversation, at) => encoder
+                            Record::Chat(Ok(conversation), at) => encoder
                                 .encode(conversation)
-                                .map(Encoded::Chat)
+                                .map(|chat| Encoded::Chat(chat, at.clone()))
                                 .with_context(|| format!("{at}")),
+                            Record::Chat(Err(why), at) => {
+                                Ok(Encoded::Skipped(why.clone(), at.clone()))
+                            }
                         })
                         .collect()
                 })

@@ -62,9 +62,13 @@ pub struct ChatSummary {
     pub examples: u64,
     /// Of those, how many were longer than a row and cut at its end.
     pub truncated: u64,
-    /// Conversations not written because no assistant token was left to
-    /// train on (none in the conversation, or none within the row).
+    /// Conversations not written because no assistant token was left
+    /// within the row.
     pub dropped: u64,
+    /// Conversations left out as unfit to train on (unknown role, no
+    /// assistant turn, empty or malformed message …); absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
     /// Targets that count in the loss over all conversation rows.
     pub assistant_tokens: u64,
     /// Text documents packed into rows (all their tokens count).
@@ -104,6 +108,10 @@ impl ChatSummary {
             share(self.examples),
         ))
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn count(n: u64, noun: &str) -> String {
