@@ -203,8 +203,10 @@ fn report(summary: &TrainSummary, root: bool) {
         );
         if let Some(training) = summary.training_peak_rss {
             eprintln!(
-                "memory: peak resident {:.0} MiB before the first checkpoint was written",
-                mib(training)
+                "memory: peak resident {:.0} MiB before the first checkpoint was written; \
+                 predicted {:.0} MiB for training alone",
+                mib(training),
+                mib(summary.predicted_training_bytes)
             );
         }
     }

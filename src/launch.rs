@@ -256,7 +256,11 @@ fn breakdown(mem: &memory::MemoryEstimate) -> String {
         parts.push(format!("f32 gradients {:.2}", gib(mem.f32_gradients)));
     }
     parts.push(format!("optimizer {:.2}{host}", gib(mem.optimizer)));
-    parts.push(format!("activations {:.2} GiB", gib(mem.activations)));
+    parts.push(format!("activations {:.2}", gib(mem.activations)));
+    parts.push(format!(
+        "checkpoint copy {:.2} GiB (host memory, between steps)",
+        gib(mem.checkpoint)
+    ));
     parts.join(", ")
 }
 

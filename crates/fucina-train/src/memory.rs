@@ -2,6 +2,7 @@
 //! model: what autodiff keeps per token and layer, not what an allocator rounds up to.
 
 use crate::backend::BackendKind;
+use crate::checkpoint::WeightsFormat;
 use crate::config::{Checkpointing, Precision, RunConfig};
 use crate::threads::cpu_parts;
 use anyhow::Result;
@@ -31,23 +32,34 @@ pub struct MemoryEstimate {
     pub sync_buffers: u64,
     /// Runtime, allocator slack, data and tokenizer.
     pub runtime: u64,
+    /// Host memory of a checkpoint while it is copied and written: the serialised weights
+    /// (or adapters) and moments this rank saves, with the serialiser's buffers. Taken at a
+    /// step's end, after the activations and gradients are freed.
+    pub checkpoint: u64,
 }
 
 impl MemoryEstimate {
     /// On the device (for CPU backends the device is host memory).
     pub fn device_total(&self, cpu: bool) -> u64 {
+        // Between steps the weights, masters, moments and runtime stay.
+        let kept = self.parameters + self.masters + self.optimizer + self.runtime;
+        let training = self.training_total(cpu);
+        match cpu {
+            // The checkpoint's copy lives in host memory, which is the device here.
+            true => training.max(kept + self.checkpoint),
+            false => training,
+        }
+    }
+
+    /// As `device_total` during a step, without a checkpoint's copy.
+    pub fn training_total(&self, cpu: bool) -> u64 {
         let (on_device, on_host) = match self.optimizer_on_host {
-            true => (0, self.optimizer),
-            false => (self.optimizer, 0),
+            true => (0, self.optimizer + self.masters),
+            false => (self.optimizer + self.masters, 0),
         };
-        let (masters_device, masters_host) = match self.optimizer_on_host {
-            true => (0, self.masters),
-            false => (self.masters, 0),
-        };
-        let on_host = on_host + masters_host;
-        let device = self.parameters + masters_device + self.gradients + self.f32_gradients;
-        let device = device + on_device + self.activations;
-        device + self.runtime + if cpu { self.sync_buffers + on_host } else { 0 }
+        let device = self.parameters + on_device + self.gradients + self.f32_gradients;
+        let device = device + self.activations + self.runtime;
+        device + if cpu { self.sync_buffers + on_host } else { 0 }
     }
 }
 
@@ -195,7 +207,20 @@ pub fn estimate(config: &RunConfig, world_size: usize) -> Result<MemoryEstimate>
         (2, true) => trainable * 4,
         _ => 0,
     };
+    // What this rank saves: weights in f32 (all of them gathered on rank 0, or only what
+    // trains), f32 moments (flat when sharded or adapter-only, else burn's record at their
+    // dtype). Serialising holds a second copy of each tensor's data while the bytes grow:
+    // measured ~1.5 times the saved bytes above the steady state (`small`, gpt2-124m).
+    let all = params + trainable * config.lora.is_some() as u64;
+    let (weights_saved, moments_saved) = match (config.weights_format()?, sharded) {
+        (WeightsFormat::Record, true) => (all * 4, 2 * block * 4),
+        (WeightsFormat::Record, false) => (all * 4, 2 * trainable * moment_bytes),
+        (WeightsFormat::Trainable, true) => (block * 4, 2 * block * 4),
+        (WeightsFormat::Trainable, false) => (trainable * 4, 2 * trainable * 4),
+    };
+    let checkpoint = (weights_saved + moments_saved) * 3 / 2;
     Ok(MemoryEstimate {
+        checkpoint,
         parameters: (params + trainable * config.lora.is_some() as u64) * bytes,
         masters,
         gradients,

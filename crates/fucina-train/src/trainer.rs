@@ -70,6 +70,8 @@ pub struct TrainSummary {
     /// This rank's peak resident memory (Linux), and what `fucina launch` predicts for it.
     pub peak_rss: Option<u64>,
     pub predicted_bytes: u64,
+    /// The same for training alone, without a checkpoint's copy in host memory.
+    pub predicted_training_bytes: u64,
     /// The peak before the first checkpoint was serialised: training alone, which the
     /// serialised copy of the weights and moments can exceed once activations are small.
     pub training_peak_rss: Option<u64>,
@@ -686,6 +688,7 @@ fn run_in<B: AutodiffBackend>(
             sample = Some(text);
         }
     }
+    let estimate = crate::memory::estimate(config, comm.size())?;
     Ok(TrainSummary {
         steps: state.step,
         final_loss: state.last_loss.unwrap_or(f64::NAN),
@@ -701,8 +704,8 @@ fn run_in<B: AutodiffBackend>(
         exposed_comm: (comm.size() > 1 && exposed.len() > 1).then(|| median(&exposed[1..])),
         peak_rss: crate::rss::peak_rss_bytes(),
         training_peak_rss: training_peak,
-        predicted_bytes: crate::memory::estimate(config, comm.size())?
-            .device_total(config.backend.is_cpu()),
+        predicted_bytes: estimate.device_total(config.backend.is_cpu()),
+        predicted_training_bytes: estimate.training_total(config.backend.is_cpu()),
     })
 }
 
