@@ -42,6 +42,16 @@ pub enum BenchCommand {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Greedy generation tokens/s of a preset (fresh weights) on the CPU, with the key/value
+    /// cache and recomputing the whole context for every token, and their ratio.
+    Generate {
+        #[arg(long, default_value = "small")]
+        preset: String,
+        #[arg(long, default_value_t = 64)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 64)]
+        tokens: usize,
+    },
     /// The gradient-sync path against a raw MPI_Allreduce of the same bytes; run under mpirun/srun.
     Allreduce {
         /// Model sizes in millions of parameters.
@@ -184,6 +194,23 @@ pub fn run(command: BenchCommand) -> Result<()> {
             if let Some(figures) = fucina_train::bench::train(&bench)? {
                 write_json(json.as_deref(), &figures)?;
             }
+        }
+        BenchCommand::Generate {
+            preset,
+            prompt_tokens,
+            tokens,
+        } => {
+            let (cached, recomputed) =
+                fucina_train::bench_generate::run(fucina_train::bench_generate::GenerateBench {
+                    preset: preset.clone(),
+                    prompt_tokens,
+                    new_tokens: tokens,
+                })?;
+            println!(
+                "generate {preset}: {prompt_tokens} prompt + {tokens} new tokens: {cached:.1} tokens/s \
+                 with the key/value cache, {recomputed:.1} recomputing the context: {:.1}x",
+                cached / recomputed
+            );
         }
         BenchCommand::Allreduce {
             sizes,

@@ -104,6 +104,23 @@ enum Command {
         repetition_penalty: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Chat: --prompt is a user message, rendered with the run's chat template (the one its
+        /// data was prepared with); generation stops at the model's end-of-turn tokens.
+        #[arg(long)]
+        chat: bool,
+        /// With --chat: a system message first.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+        /// With --chat: earlier messages, a JSON list of {"role", "content"}.
+        #[arg(long, requires = "chat")]
+        messages: Option<PathBuf>,
+        /// With --chat: another tokenizer_config.json whose template to use.
+        #[arg(long, requires = "chat")]
+        chat_template: Option<PathBuf>,
+        /// Recompute the whole context for every token instead of keeping earlier keys and
+        /// values (slower; for comparison).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Draw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl.
     Plot { run_dir: PathBuf },
@@ -368,6 +385,11 @@ pub fn run() -> Result<()> {
             top_k,
             repetition_penalty,
             seed,
+            chat,
+            system,
+            messages,
+            chat_template,
+            no_cache,
         } => {
             let options = GenerateOptions {
                 prompt,
@@ -376,6 +398,12 @@ pub fn run() -> Result<()> {
                 top_k,
                 repetition_penalty,
                 seed,
+                chat: chat.then_some(generate::ChatRequest {
+                    system,
+                    messages,
+                    chat_template,
+                }),
+                cache: !no_cache,
             };
             println!("{}", generate::from_checkpoint(&checkpoint, options)?);
         }

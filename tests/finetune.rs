@@ -170,6 +170,40 @@ batches = 1
         "the replies must be learnt: {losses:?}"
     );
 
+    // Chatting with the fine-tuned run: its own template, greedy, with and without the
+    // key/value cache (the same reply), ending at <|im_end|> rather than at --max-tokens.
+    let chat = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            run.to_str().unwrap(),
+            "--chat",
+            "--prompt",
+            "ciao",
+        ];
+        args.extend(["--temperature", "0", "--max-tokens", "40"]);
+        args.extend(extra);
+        let out = fucina(&args);
+        let stderr = ok(out.clone(), "generate --chat");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let (reply, said) = chat(&[]);
+    assert!(said.contains("key/value cache on"), "{said}");
+    // One of the replies it was trained on (the decoder joins punctuation to the word before).
+    let squeeze = |t: &str| t.split_whitespace().collect::<String>();
+    let learnt = [
+        "ciao ! come stai ?",
+        "bene grazie e tu ?",
+        "buongiorno ! la forgia arde",
+        "il mare calmo",
+    ];
+    let replied = learnt.iter().any(|l| squeeze(l) == squeeze(&reply));
+    assert!(replied, "not a learnt reply: {reply:?}");
+    let (again, said) = chat(&["--no-cache"]);
+    assert_eq!(reply, again, "{said}");
+    let line = said.lines().find(|l| l.contains(" tokens in ")).unwrap();
+    let generated: usize = line.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(generated < 40, "stopped at the end of the turn: {said}");
+
     let adapter = tmp.path().join("adapter");
     let said = ok(
         fucina(&["export", &s(&run), "--out", &s(&adapter)]),

@@ -56,6 +56,11 @@ impl<B: Backend> Attention<B> {
         }
     }
 
+    /// Query heads, key/value heads and the width of each.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.n_heads, self.n_kv_heads, self.head_dim)
+    }
+
     /// `x`: [batch, seq, hidden], its tokens where `span` says.
     pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, span: Span<B>) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();

@@ -5,6 +5,7 @@ pub mod config;
 pub mod documents;
 pub mod fused;
 pub mod hf;
+pub mod kv_cache;
 pub mod lora;
 pub mod mlp;
 pub mod model;
@@ -14,5 +15,6 @@ pub mod rope;
 
 pub use config::LlamaConfig;
 pub use documents::{Documents, Span};
+pub use kv_cache::KvCache;
 pub use lora::LoraSpec;
 pub use model::{cross_entropy, Llama};

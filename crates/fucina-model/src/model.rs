@@ -165,7 +165,7 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int
 /// burn's `RmsNorm` module holds the weights (and names them as checkpoints expect); the
 /// arithmetic is the fused kernel's, in the dtype of the residual stream `x` (f32), and the
 /// result is cast to the weights' dtype for the projections that follow.
-fn norm<B: Backend>(norm: &RmsNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+pub(crate) fn norm<B: Backend>(norm: &RmsNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let gamma = norm.gamma.val();
     let dtype = gamma.dtype();
     let y = fused::rms_norm(x.clone(), fused::cast(gamma, x.dtype()), norm.epsilon);

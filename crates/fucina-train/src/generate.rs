@@ -1,9 +1,11 @@
 //! Sampling text from a model: temperature and top-k, seeded so a sample can be reproduced.
 
+use crate::chat_prompt::ChatPrompt;
+pub use crate::chat_prompt::ChatRequest;
 use anyhow::{bail, Result};
 use burn::prelude::*;
 use fucina_data::TextTokenizer;
-use fucina_model::Llama;
+use fucina_model::{KvCache, Llama};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -41,33 +43,98 @@ pub fn sample<B: Backend>(
         }
     }
     let skip = tokens.len() - prompt_len;
-    let max_context = model.max_positions();
-    let mut rng = StdRng::seed_from_u64(seed);
-    for _ in 0..max_new {
-        let context = &tokens[tokens.len().saturating_sub(max_context)..];
-        let input = crate::trainer::tokens_to_tensor::<B>(context, 1, device);
-        let logits = model.forward(input);
-        let [_, seq, vocab] = logits.dims();
-        let last = logits.slice([0..1, seq - 1..seq, 0..vocab]);
-        let mut logits: Vec<f32> = last
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .unwrap_or_default();
-        // An empty continuation is no sample: end-of-text may only follow a first token.
-        if let (Some(eos), true) = (eos, tokens.len() == skip + prompt_len) {
-            if let Some(l) = logits.get_mut(eos as usize) {
-                *l = f32::NEG_INFINITY;
-            }
-        }
-        penalise_repeats(&mut logits, &tokens, repetition_penalty as f32);
-        let next = pick(&logits, temperature, top_k, &mut rng);
-        if Some(next) == eos {
-            break;
-        }
-        tokens.push(next);
-    }
+    let decoding = Decoding {
+        max_new,
+        temperature,
+        top_k,
+        repetition_penalty,
+        seed,
+        stops: eos.into_iter().collect(),
+        cache: true,
+    };
+    // An empty continuation is no sample: end-of-text may only follow a first token.
+    let new = decoding.run(model, &tokens, true, device);
+    tokens.extend(new);
     tokenizer.decode(&tokens[skip..])
+}
+
+/// How tokens are chosen after a prompt.
+#[derive(Debug, Clone)]
+pub struct Decoding {
+    pub max_new: usize,
+    /// 0: greedy.
+    pub temperature: f64,
+    pub top_k: usize,
+    pub repetition_penalty: f64,
+    pub seed: u64,
+    /// Generation ends at any of these (not included in the output).
+    pub stops: Vec<u32>,
+    /// Keep earlier tokens' keys and values (`KvCache`) rather than recomputing the whole
+    /// context for each token: the same tokens, far faster.
+    pub cache: bool,
+}
+
+impl Decoding {
+    /// The tokens that follow `prompt` (not empty); with `no_empty`, a stop token cannot come
+    /// first. Beyond the model's context the cache is dropped and the context's tail recomputed.
+    pub fn run<B: Backend>(
+        &self,
+        model: &Llama<B>,
+        prompt: &[u32],
+        no_empty: bool,
+        device: &B::Device,
+    ) -> Vec<u32> {
+        let mut tokens = prompt.to_vec();
+        let max_context = model.max_positions();
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut cache: Option<KvCache<B>> = None;
+        let mut out = Vec::new();
+        while out.len() < self.max_new {
+            let logits = match (self.cache, cache.as_mut()) {
+                (true, Some(c)) if c.len() < max_context => {
+                    let last = &tokens[tokens.len() - 1..];
+                    let input = crate::trainer::tokens_to_tensor::<B>(last, 1, device);
+                    model.forward_cached(input, c)
+                }
+                _ => {
+                    let context = &tokens[tokens.len().saturating_sub(max_context)..];
+                    let input = crate::trainer::tokens_to_tensor::<B>(context, 1, device);
+                    if self.cache && context.len() < max_context {
+                        let mut fresh = KvCache::new(model.layers.len());
+                        let logits = model.forward_cached(input, &mut fresh);
+                        cache = Some(fresh);
+                        logits
+                    } else {
+                        let logits = model.forward(input);
+                        let [_, seq, vocab] = logits.dims();
+                        logits
+                            .slice([0..1, seq - 1..seq, 0..vocab])
+                            .reshape([1, vocab])
+                    }
+                }
+            };
+            let mut logits: Vec<f32> = logits
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .unwrap_or_default();
+            if no_empty && out.is_empty() {
+                for &stop in &self.stops {
+                    if let Some(l) = logits.get_mut(stop as usize) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            penalise_repeats(&mut logits, &tokens, self.repetition_penalty as f32);
+            let next = pick(&logits, self.temperature, self.top_k, &mut rng);
+            if self.stops.contains(&next) {
+                break;
+            }
+            tokens.push(next);
+            out.push(next);
+        }
+        out
+    }
 }
 
 fn penalise_repeats(logits: &mut [f32], seen: &[u32], penalty: f32) {
@@ -119,6 +186,11 @@ pub struct GenerateOptions {
     pub top_k: usize,
     pub repetition_penalty: f64,
     pub seed: u64,
+    /// `--chat`: the prompt is the last user message of a conversation rendered with the
+    /// run's chat template.
+    pub chat: Option<crate::chat_prompt::ChatRequest>,
+    /// Use the key/value cache (`--no-cache` turns it off, for comparison).
+    pub cache: bool,
 }
 
 /// Loads a checkpoint written by `fucina train` (its config names the model and tokenizer) and
@@ -149,17 +221,46 @@ impl crate::BackendTask for SampleTask {
     fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Result<String> {
         let model = crate::export::trained_model::<B>(&self.dir, &self.config, &device)?;
         let o = &self.options;
-        sample(
-            &model,
-            &self.tokenizer,
-            &o.prompt,
-            o.max_tokens,
-            o.temperature,
-            o.top_k,
-            o.repetition_penalty,
-            o.seed,
-            &device,
-        )
+        let Some(request) = &o.chat else {
+            return sample(
+                &model,
+                &self.tokenizer,
+                &o.prompt,
+                o.max_tokens,
+                o.temperature,
+                o.top_k,
+                o.repetition_penalty,
+                o.seed,
+                &device,
+            );
+        };
+        if !o.temperature.is_finite() || o.temperature < 0.0 {
+            bail!("temperature must be ≥ 0 (got {})", o.temperature);
+        }
+        let prompt = ChatPrompt::build(&self.config, &self.tokenizer, request, &o.prompt)?;
+        let decoding = Decoding {
+            max_new: o.max_tokens,
+            temperature: o.temperature,
+            top_k: o.top_k,
+            repetition_penalty: o.repetition_penalty,
+            seed: o.seed,
+            stops: prompt.stops.clone(),
+            cache: o.cache,
+        };
+        let started = std::time::Instant::now();
+        let reply = decoding.run(&model, &prompt.ids, false, &device);
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{} tokens in {seconds:.2} s ({:.1} tokens/s, {} prompt tokens, key/value cache {})",
+            reply.len(),
+            reply.len() as f64 / seconds,
+            prompt.ids.len(),
+            if o.cache { "on" } else { "off" }
+        );
+        self.tokenizer
+            .inner()
+            .decode(&reply, true)
+            .map_err(|e| anyhow::anyhow!("decoding: {e}"))
     }
 }
 
