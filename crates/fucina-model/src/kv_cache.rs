@@ -4,9 +4,10 @@
 
 use crate::attention::Attention;
 use crate::documents::Span;
-use crate::fused::{self, reference::causal_softmax};
+use crate::fused;
+use crate::fused::reference::{causal_softmax, heads_first};
 use crate::lora::project;
-use crate::model::{norm, Block, Llama};
+use crate::model::Llama;
 use crate::rope::Rope;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -49,7 +50,9 @@ impl<B: Backend> Llama<B> {
         let start = cache.seen;
         let mut x = self.embed(tokens);
         for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward_cached(x, self.rope(), start, kv);
+            x = layer.forward_with(x, |h| {
+                layer.self_attn.forward_cached(h, self.rope(), start, kv)
+            });
         }
         cache.seen += new;
         let hidden = x.dims()[2];
@@ -57,25 +60,6 @@ impl<B: Backend> Llama<B> {
             .slice([0..batch, new - 1..new, 0..hidden])
             .reshape([batch, hidden]);
         self.logits_rows(last)
-    }
-}
-
-impl<B: Backend> Block<B> {
-    fn forward_cached(
-        &self,
-        x: Tensor<B, 3>,
-        rope: &Rope<B>,
-        start: usize,
-        kv: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
-    ) -> Tensor<B, 3> {
-        let dtype = x.dtype();
-        let normed = norm(&self.input_layernorm, x.clone());
-        let attn = self.self_attn.forward_cached(normed, rope, start, kv);
-        let x = x + fused::cast(attn, dtype);
-        let mlp = self
-            .mlp
-            .forward(norm(&self.post_attention_layernorm, x.clone()));
-        x + fused::cast(mlp, dtype)
     }
 }
 
@@ -119,22 +103,7 @@ fn attend<B: Backend>(
     v: Tensor<B, 4>,
     start: usize,
 ) -> Tensor<B, 4> {
-    let groups = q.dims()[2] / k.dims()[2];
-    let repeat = |t: Tensor<B, 4>| {
-        let [batch, kv, seq, dim] = t.dims();
-        match groups {
-            1 => t,
-            _ => t
-                .unsqueeze_dim::<5>(2)
-                .expand([batch, kv, groups, seq, dim])
-                .reshape([batch, kv * groups, seq, dim]),
-        }
-    };
-    let (q, k, v) = (
-        q.swap_dims(1, 2),
-        repeat(k.swap_dims(1, 2)),
-        repeat(v.swap_dims(1, 2)),
-    );
+    let (q, k, v) = heads_first(q, k, v);
     let dtype = q.dtype();
     let scores = fused::cast(q.matmul(k.swap_dims(2, 3)), DType::F32);
     let probs = match start {

@@ -36,8 +36,17 @@ impl<B: Backend> Block<B> {
     /// as under PyTorch's autocast (a bf16 residual stream rounds every layer's contribution
     /// to 8 bits of the running sum).
     pub fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, span: Span<B>) -> Tensor<B, 3> {
+        self.forward_with(x, |h| self.self_attn.forward(h, rope, span))
+    }
+
+    /// `forward` with `attend` in place of the plain attention (generation's cached one).
+    pub(crate) fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        attend: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
         let dtype = x.dtype();
-        let attn = (self.self_attn).forward(norm(&self.input_layernorm, x.clone()), rope, span);
+        let attn = attend(norm(&self.input_layernorm, x.clone()));
         let x = x + fused::cast(attn, dtype);
         let mlp = self
             .mlp
@@ -165,7 +174,7 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int
 /// burn's `RmsNorm` module holds the weights (and names them as checkpoints expect); the
 /// arithmetic is the fused kernel's, in the dtype of the residual stream `x` (f32), and the
 /// result is cast to the weights' dtype for the projections that follow.
-pub(crate) fn norm<B: Backend>(norm: &RmsNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+fn norm<B: Backend>(norm: &RmsNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let gamma = norm.gamma.val();
     let dtype = gamma.dtype();
     let y = fused::rms_norm(x.clone(), fused::cast(gamma, x.dtype()), norm.epsilon);

@@ -17,8 +17,25 @@ pub fn attention<B: Backend>(
     v: Tensor<B, 4>,
     docs: Option<&Documents<B>>,
 ) -> Tensor<B, 4> {
+    let (q, k, v) = heads_first(q, k, v);
+    let dtype = q.dtype();
+    // Scores and probabilities in f32; the products with q, k and v in the inputs' dtype.
+    let scores = cast(q.matmul(k.swap_dims(2, 3)), DType::F32);
+    let probs = match docs {
+        None => causal_softmax(scores),
+        Some(docs) => softmax(scores + document_mask(docs), 3),
+    };
+    cast(probs, dtype).matmul(v).swap_dims(1, 2)
+}
+
+/// q, k, v [batch, seq, heads, dim] as [batch, heads, seq, dim], each key/value head repeated
+/// for the query heads it serves.
+pub(crate) fn heads_first<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
     let groups = q.dims()[2] / k.dims()[2];
-    // [batch, heads, seq, dim], each key/value head repeated for the query heads it serves.
     let repeat = |t: Tensor<B, 4>| {
         let [batch, kv, seq, dim] = t.dims();
         match groups {
@@ -29,19 +46,11 @@ pub fn attention<B: Backend>(
                 .reshape([batch, kv * groups, seq, dim]),
         }
     };
-    let (q, k, v) = (
+    (
         q.swap_dims(1, 2),
         repeat(k.swap_dims(1, 2)),
         repeat(v.swap_dims(1, 2)),
-    );
-    let dtype = q.dtype();
-    // Scores and probabilities in f32; the products with q, k and v in the inputs' dtype.
-    let scores = cast(q.matmul(k.swap_dims(2, 3)), DType::F32);
-    let probs = match docs {
-        None => causal_softmax(scores),
-        Some(docs) => softmax(scores + document_mask(docs), 3),
-    };
-    cast(probs, dtype).matmul(v).swap_dims(1, 2)
+    )
 }
 
 /// [batch, 1, seq, seq] in f32: 0 where query i sees key j (start(i) ≤ j ≤ i), −∞ elsewhere;
