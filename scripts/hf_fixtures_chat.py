@@ -2,7 +2,8 @@
 
 Inputs are the committed tests/fixtures/chat/<model>/tokenizer_config.json files
 (real templates, provenance in tests/fixtures/chat/README.md); this writes
-cases.json next to each. The tokenizer is fucina's own corpus tokenizer.json
+cases.json next to each, then hf_fixtures_masks writes masks.json (the
+assistant-token masks). The tokenizer is fucina's own corpus tokenizer.json
 wrapped with the config, loaded the way transformers loads any model directory,
 so only the template and the special tokens come from the real model.
 """
@@ -102,3 +103,7 @@ def generate(out_root, repo):
     raising = sum(generate_one(d, repo) > 0 for d in dirs)
     if raising == 0:
         raise SystemExit("no template raised on an irregular conversation; the error path is untested")
+    # The assistant masks of the same templates (masks.json beside cases.json).
+    import hf_fixtures_masks
+
+    hf_fixtures_masks.generate(out_root)

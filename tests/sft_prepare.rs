@@ -147,7 +147,8 @@ fn prepare_writes_masked_rows_for_conversations() {
     );
 
     // <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nCiao<|im_end|>\n + one <pad>;
-    // then the second, "Ciao Ciao<|im_end|>\n" cut after its <|im_end|>.
+    // then the second, "Ciao Ciao<|im_end|>\n" cut after its <|im_end|>. A reply is trained
+    // on through its <|im_end|>, not the newline the template writes after it.
     #[rustfmt::skip]
     let tokens = [
         0, 4, 2, 6, 1, 2, 0, 5, 2, 7, 1, 2, 11,
@@ -155,7 +156,7 @@ fn prepare_writes_masked_rows_for_conversations() {
     ];
     #[rustfmt::skip]
     let mask = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0,
         0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1,
     ];
     assert_eq!(read_tokens(&out.join("train_000000.bin"), 12), tokens);
@@ -168,7 +169,7 @@ fn prepare_writes_masked_rows_for_conversations() {
     assert_eq!(chat_meta["examples"], 2);
     assert_eq!(chat_meta["truncated"], 1);
     assert_eq!(chat_meta["dropped"], 0);
-    assert_eq!(chat_meta["assistant_tokens"], 3 + 4);
+    assert_eq!(chat_meta["assistant_tokens"], 2 + 4);
     assert_eq!(chat_meta["pad_id"], 11);
 
     // An explicit --chat-template wins; no --seq-len is an error naming the flag.

@@ -78,7 +78,8 @@ fn conversations_become_masked_rows() {
     ];
     #[rustfmt::skip]
     let masks: [[u8; ROW]; 3] = [
-        [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0],
+        // the reply and its <|im_end|>, not the newline after it (never generated)
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0],
         [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1],
         [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     ];
@@ -99,7 +100,7 @@ fn conversations_become_masked_rows() {
         (2, 1, 1, 1),
         "kept 2 (one cut), dropped the one cut before its reply, skipped the one without a reply"
     );
-    assert_eq!(chat.assistant_tokens, 5 + 7);
+    assert_eq!(chat.assistant_tokens, 4 + 7);
     assert_eq!((chat.text_docs, chat.text_rows), (1, 1));
     assert_eq!((chat.seq_len, chat.row_len), (SEQ, ROW));
     assert_eq!(
@@ -264,11 +265,29 @@ fn errors_name_the_line_and_the_missing_option() {
             std::fs::create_dir_all(&sub).unwrap();
             sub
         },
-        "{% if messages[0].role == 'system' %}{{ raise_exception('no system role') }}{% endif %}{{ messages[0].content }}",
+        "{% if messages[0].role == 'system' %}{{ raise_exception('no system role') }}{% endif %}\
+         {% for m in messages %}{{ m.content }}<|im_end|>{% endfor %}",
     );
     let e = err(&inputs, &options(&strict));
     assert!(
         e.contains("chat.jsonl:4") && e.contains("no system role"),
+        "{e}"
+    );
+    // One that does not write the replies as given: where the loss goes is
+    // unknown, so the error names the line and suggests another template.
+    let shouting = write_config(
+        &{
+            let sub = d.join("shouting");
+            std::fs::create_dir_all(&sub).unwrap();
+            sub
+        },
+        "{% for m in messages %}{{ m.content | upper }}<|im_end|>{% endfor %}",
+    );
+    let e = err(&inputs, &options(&shouting));
+    assert!(
+        e.contains("chat.jsonl:1")
+            && e.contains("does not write the reply in messages[1]")
+            && e.contains("--chat-template"),
         "{e}"
     );
     assert!(

@@ -3,7 +3,7 @@
 //! real models' templates (`tests/fixtures/chat/<model>/` at the repository
 //! root), and against a small template worked out by hand.
 
-use fucina_data::{ChatTemplate, Conversation, TokenizerConfig};
+use fucina_data::{ChatEncoder, ChatTemplate, Conversation, TokenizerConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -31,9 +31,14 @@ fn fixture_dirs() -> Vec<PathBuf> {
 #[test]
 fn real_model_templates_render_as_transformers_does() {
     let mut checked = 0;
+    // The fixtures' tokenizer, whose special tokens include the templates' control tokens.
+    let root = fixture_dirs()[0].parent().unwrap().to_owned();
+    let tokenizer = fucina_data::TextTokenizer::from_file(root.join("tokenizer.json")).unwrap();
     for dir in fixture_dirs() {
         let template = ChatTemplate::from_file(dir.join("tokenizer_config.json"))
             .unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+        let encoder = ChatEncoder::new(template, &tokenizer);
+        let template = encoder.template();
         // Parsed straight into template values, which keep the JSON key
         // order, as Python dicts do (a template may print whole messages).
         let cases: Vec<minijinja::Value> =
@@ -58,7 +63,7 @@ fn real_model_templates_render_as_transformers_does() {
                 let got = result.unwrap_or_else(|e| panic!("{name}: {e:#}"));
                 assert_eq!(got, expected, "{name}");
                 if !gen {
-                    check_spans(&template, &conversation, &name);
+                    check_spans(&encoder, &conversation, &name);
                 }
             }
             checked += 1;
@@ -67,34 +72,26 @@ fn real_model_templates_render_as_transformers_does() {
     eprintln!("{checked} fixture cases match");
 }
 
-/// Where the template can be split into turns, each assistant span holds
-/// that reply's text; where it cannot, the error says so.
-fn check_spans(template: &ChatTemplate, conversation: &Conversation, name: &str) {
-    match template.assistant_spans(conversation) {
-        Ok((text, spans)) => {
-            let replies: Vec<&str> = (0..conversation.len())
-                .filter(|&i| conversation.role(i) == "assistant")
-                .map(|i| conversation.content(i).trim())
-                .collect();
-            assert_eq!(spans.len(), replies.len(), "{name}");
-            for (span, reply) in spans.iter().zip(replies) {
-                assert!(
-                    text[span.clone()].contains(reply),
-                    "{name}: {:?} lacks {reply:?}",
-                    &text[span.clone()]
-                );
-            }
-        }
-        Err(e) => {
-            let e = format!("{e:#}");
-            // An assistant reply first leaves an empty prefix, which some templates reject.
-            assert!(
-                e.contains("cannot be split into turns")
-                    || e.contains("rendering the chat template failed"),
-                "{name}: {e}"
-            );
-            eprintln!("{name}: {e}");
-        }
+/// Each assistant span holds that reply's text (or, for templates that trim
+/// it, its trimmed text) and ends with the end-of-turn token.
+fn check_spans(encoder: &ChatEncoder, conversation: &Conversation, name: &str) {
+    let end_tokens = encoder.end_tokens();
+    let (text, spans) = encoder
+        .template()
+        .assistant_spans(conversation, end_tokens)
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let replies: Vec<&str> = (0..conversation.len())
+        .filter(|&i| conversation.role(i) == "assistant")
+        .map(|i| conversation.content(i).trim())
+        .collect();
+    assert_eq!(spans.len(), replies.len(), "{name}");
+    for (span, reply) in spans.iter().zip(replies) {
+        let span = &text[span.clone()];
+        assert!(span.contains(reply), "{name}: {span:?} lacks {reply:?}");
+        assert!(
+            end_tokens.iter().any(|t| span.ends_with(t.as_str())),
+            "{name}: {span:?} does not end with an end-of-turn token"
+        );
     }
 }
 

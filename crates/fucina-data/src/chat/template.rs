@@ -6,13 +6,23 @@
 use super::config::TokenizerConfig;
 use super::conversation::Conversation;
 use super::pyjson;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use minijinja::value::{Value, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind};
 use sha2::{Digest, Sha256};
+use std::ops::Range;
 use std::path::Path;
 
 const NAME: &str = "chat_template";
+
+/// Template variables a `{% generation %}` block writes at its start and end
+/// when the blocks are tracked (they are undefined, so empty, otherwise), and
+/// the text they hold: private-use characters no conversation is expected to
+/// contain.
+const GENERATION_START_VAR: &str = "__fucina_generation_start";
+const GENERATION_END_VAR: &str = "__fucina_generation_end";
+const GENERATION_START: &str = "\u{10FFFD}fucina-generation-start\u{10FFFD}";
+const GENERATION_END: &str = "\u{10FFFD}fucina-generation-end\u{10FFFD}";
 
 /// A compiled chat template plus the special tokens it may refer to.
 pub struct ChatTemplate {
@@ -20,6 +30,8 @@ pub struct ChatTemplate {
     origin: String,
     sha256: String,
     config: TokenizerConfig,
+    /// Whether the source has `{% generation %}` blocks.
+    generation_blocks: bool,
 }
 
 impl ChatTemplate {
@@ -52,7 +64,7 @@ impl ChatTemplate {
         );
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", pyjson::tojson);
-        let source = rewrite_generation_tags(&config.chat_template);
+        let (source, generation_blocks) = rewrite_generation_tags(&config.chat_template);
         env.add_template_owned(NAME, source)
             .map_err(|e| anyhow!("{}: the chat template does not parse: {e:#}", config.origin))?;
         let sha256 = Sha256::digest(config.chat_template.as_bytes())
@@ -64,6 +76,7 @@ impl ChatTemplate {
             origin: config.origin.clone(),
             sha256,
             config,
+            generation_blocks,
         })
     }
 
@@ -81,6 +94,12 @@ impl ChatTemplate {
         &self.config
     }
 
+    /// Whether the template marks assistant text with `{% generation %}`
+    /// blocks (transformers' `return_assistant_tokens_mask` reads them).
+    pub fn has_generation_blocks(&self) -> bool {
+        self.generation_blocks
+    }
+
     /// The whole conversation as text, as `apply_chat_template(messages,
     /// add_generation_prompt=…, tokenize=False)` renders it. Fails if the
     /// template raises (e.g. on roles it does not accept).
@@ -89,7 +108,51 @@ impl ChatTemplate {
         conversation: &Conversation,
         add_generation_prompt: bool,
     ) -> Result<String> {
-        self.render_messages(conversation.messages(), add_generation_prompt)
+        self.render_messages(conversation.messages(), add_generation_prompt, false)
+    }
+
+    /// The whole conversation as `render(conversation, false)` gives it, and
+    /// the byte ranges in it that the template's `{% generation %}` blocks
+    /// wrote, in order (empty ones left out; a block inside another counts
+    /// as part of it), as transformers records them for
+    /// `return_assistant_tokens_mask`. No ranges if it has no such blocks.
+    pub fn render_generation_spans(
+        &self,
+        conversation: &Conversation,
+    ) -> Result<(String, Vec<Range<usize>>)> {
+        let marked = self.render_messages(conversation.messages(), false, true)?;
+        let mut text = String::with_capacity(marked.len());
+        let mut spans = Vec::new();
+        let (mut depth, mut start, mut rest) = (0usize, 0usize, marked.as_str());
+        loop {
+            let next = [(GENERATION_START, true), (GENERATION_END, false)]
+                .into_iter()
+                .filter_map(|(marker, opens)| rest.find(marker).map(|at| (at, marker, opens)))
+                .min();
+            let Some((at, marker, opens)) = next else {
+                text.push_str(rest);
+                break;
+            };
+            text.push_str(&rest[..at]);
+            rest = &rest[at + marker.len()..];
+            if opens {
+                if depth == 0 {
+                    start = text.len();
+                }
+                depth += 1;
+            } else {
+                depth = depth.checked_sub(1).ok_or_else(|| {
+                    anyhow!("{}: unbalanced {{% generation %}} blocks", self.origin)
+                })?;
+                if depth == 0 && text.len() > start {
+                    spans.push(start..text.len());
+                }
+            }
+        }
+        if depth != 0 {
+            bail!("{}: unbalanced {{% generation %}} blocks", self.origin);
+        }
+        Ok((text, spans))
     }
 
     /// Renders the first `n` messages only.
@@ -99,10 +162,16 @@ impl ChatTemplate {
         n: usize,
         add_generation_prompt: bool,
     ) -> Result<String> {
-        self.render_messages(&conversation.messages()[..n], add_generation_prompt)
+        self.render_messages(&conversation.messages()[..n], add_generation_prompt, false)
     }
 
-    fn render_messages(&self, messages: &[Value], add_generation_prompt: bool) -> Result<String> {
+    /// `mark_generation` makes `{% generation %}` blocks write their markers.
+    fn render_messages(
+        &self,
+        messages: &[Value],
+        add_generation_prompt: bool,
+        mark_generation: bool,
+    ) -> Result<String> {
         let mut vars: Vec<(&str, Value)> = self
             .config
             .special_tokens
@@ -116,6 +185,12 @@ impl ChatTemplate {
             ("documents", Value::from(())),
             ("add_generation_prompt", Value::from(add_generation_prompt)),
         ]);
+        if mark_generation {
+            vars.extend([
+                (GENERATION_START_VAR, Value::from(GENERATION_START)),
+                (GENERATION_END_VAR, Value::from(GENERATION_END)),
+            ]);
+        }
         let template = self
             .env
             .get_template(NAME)
@@ -156,10 +231,15 @@ fn strftime_now(format: String) -> Result<String, Error> {
 
 /// transformers registers a `{% generation %}…{% endgeneration %}` tag that
 /// marks assistant text and renders its body unchanged; minijinja has no
-/// such tag, so it becomes an `if true` block with the same whitespace
-/// control markers, which renders identically.
-fn rewrite_generation_tags(source: &str) -> String {
+/// such tag. Each becomes two nested `if true` blocks (`endif`s) around the
+/// variable holding its start (end) marker: the outer tag keeps the original
+/// tag's whitespace control on the left, the inner one on the right, so the
+/// text around renders identically, and the marker is empty unless
+/// `render_messages` is asked for the markers. Also says whether there was
+/// any such tag.
+fn rewrite_generation_tags(source: &str) -> (String, bool) {
     let mut out = String::with_capacity(source.len());
+    let mut found = false;
     let mut rest = source;
     while let Some(at) = rest.find("{%") {
         out.push_str(&rest[..at]);
@@ -168,20 +248,25 @@ fn rewrite_generation_tags(source: &str) -> String {
         let body = &tag[body_start..];
         let word_at = body.len() - body.trim_start().len();
         let word = &body[word_at..];
-        let replaced = [("endgeneration", "endif"), ("generation", "if true")]
-            .into_iter()
-            .find_map(|(from, to)| {
-                let after = word.strip_prefix(from)?;
-                let trimmed = after.trim_start();
-                let closes = trimmed.starts_with("%}")
-                    || trimmed.starts_with("-%}")
-                    || trimmed.starts_with("+%}");
-                closes.then_some((from.len(), to))
-            });
+        let replaced = [
+            ("endgeneration", "endif", GENERATION_END_VAR, "endif"),
+            ("generation", "if true", GENERATION_START_VAR, "if true"),
+        ]
+        .into_iter()
+        .find_map(|(from, outer, var, inner)| {
+            let after = word.strip_prefix(from)?;
+            let gap = after.len() - after.trim_start().len();
+            let close = ["%}", "-%}", "+%}"]
+                .into_iter()
+                .find(|c| after[gap..].starts_with(c))?;
+            Some((from.len() + gap + close.len(), outer, var, inner, close))
+        });
         match replaced {
-            Some((len, to)) => {
-                out.push_str(&tag[..body_start + word_at]);
-                out.push_str(to);
+            Some((len, outer, var, inner, close)) => {
+                found = true;
+                // `{%- generation -%}` → `{%- if true %}{{ start }}{% if true -%}`.
+                out.push_str(&tag[..body_start]);
+                out.push_str(&format!(" {outer} %}}{{{{ {var} }}}}{{% {inner} {close}"));
                 rest = &tag[body_start + word_at + len..];
             }
             None => {
@@ -191,7 +276,7 @@ fn rewrite_generation_tags(source: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    (out, found)
 }
 
 #[cfg(test)]
@@ -200,15 +285,19 @@ mod tests {
 
     #[test]
     fn generation_tags_become_if_blocks() {
+        let (out, found) = rewrite_generation_tags(
+            "a{% generation %}b{%- endgeneration -%}c{% if x %}{%generation+%}",
+        );
+        assert!(found);
         assert_eq!(
-            rewrite_generation_tags(
-                "a{% generation %}b{%- endgeneration -%}c{% if x %}{%generation%}"
-            ),
-            "a{% if true %}b{%- endif -%}c{% if x %}{%if true%}"
+            out,
+            "a{% if true %}{{ __fucina_generation_start }}{% if true %}b\
+             {%- endif %}{{ __fucina_generation_end }}{% endif -%}c{% if x %}\
+             {% if true %}{{ __fucina_generation_start }}{% if true +%}"
         );
         assert_eq!(
             rewrite_generation_tags("{% generations %}"),
-            "{% generations %}"
+            ("{% generations %}".to_owned(), false)
         );
     }
 }
