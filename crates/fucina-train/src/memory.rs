@@ -297,6 +297,9 @@ mod tests {
         // serialising), beside the weights rank 0 gathers either way.
         let copy_saving = replicated.checkpoint - sharded.checkpoint;
         let moments = replicated.optimizer - sharded.optimizer;
-        assert!(copy_saving.abs_diff(moments * 3 / 2) <= 1, "{copy_saving} vs {moments}");
+        assert!(
+            copy_saving.abs_diff(moments * 3 / 2) <= 1,
+            "{copy_saving} vs {moments}"
+        );
     }
 }
