@@ -222,7 +222,8 @@ fn tokenizer_dir(
             }
         }
     }
-    if !dir.join("tokenizer_config.json").is_file() {
+    // Only for a tokenizer of fucina's own: an imported checkpoint's files travel as they are.
+    if source.is_none() && !dir.join("tokenizer_config.json").is_file() {
         let tokenizer = crate::data::load_tokenizer(&config.data.tokenizer)?;
         let tokenizer_config = serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
