@@ -42,6 +42,7 @@ pub mod threads;
 pub mod trainer;
 pub mod transport;
 pub mod update;
+pub mod validation;
 pub mod watchdog;
 pub mod zero;
 mod zero_address;
