@@ -22,6 +22,15 @@ pub(crate) fn collect_files(inputs: &[PathBuf], text_column: &str) -> Result<Vec
         if meta.is_dir() {
             walk_dir(input, &column, &mut files)?;
         } else {
+            if let (Some(PARQUET), Compression::Gzip | Compression::Zstd) = split_compression(input)
+            {
+                // Read as compressed text it would tokenise Parquet's bytes as if they were words.
+                bail!(
+                    "{}: a compressed Parquet file cannot be read as a stream; decompress it first \
+                     (Parquet compresses its pages itself, which prepare reads)",
+                    input.display()
+                );
+            }
             let (kind, compression) = explicit_kind(input, &column);
             files.push(InputFile {
                 path: input.clone(),
@@ -130,6 +139,18 @@ mod tests {
         assert_eq!(
             explicit_kind(Path::new("notes.gz"), &col),
             (FileKind::Text, Compression::Gzip)
+        );
+    }
+
+    #[test]
+    fn a_compressed_parquet_named_explicitly_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.parquet.zst");
+        fs::write(&path, b"not read").unwrap();
+        let err = collect_files(&[path], "text").unwrap_err().to_string();
+        assert!(
+            err.contains("rows.parquet.zst") && err.contains("decompress"),
+            "{err}"
         );
     }
 }
