@@ -195,6 +195,47 @@ fn each_epoch_visits_every_window_once() {
     assert_ne!(e0, e1);
 }
 
+/// Later epochs cut the text elsewhere, or a small corpus read for many epochs is learnt as
+/// fixed windows. Epoch 0 starts windows at multiples of seq_len (above); every later epoch
+/// moves them all by one amount and reads the 50 × 8 tokens they cover as a ring, so its
+/// inputs are still every covered position once.
+#[test]
+fn later_epochs_shift_their_windows_around_the_ring() {
+    let (_d, ds) = positional_dataset(8 * 50 + 3);
+    let loader = Loader::new(
+        ds,
+        BatchSpec {
+            seq_len: 8,
+            global_batch_seqs: 5,
+            micro_batch: 5,
+            world_size: 1,
+            rank: 0,
+            seed: 9,
+        },
+    )
+    .unwrap();
+    let mut shifts = HashSet::new();
+    for epoch in 1..11u64 {
+        let mut inputs = vec![];
+        let mut shift = HashSet::new();
+        for step in epoch * 10..epoch * 10 + 10 {
+            let b = loader.micro_batch(step, 0);
+            for (inp, tgt) in b.inputs.chunks(8).zip(b.targets.chunks(8)) {
+                shift.insert(inp[0] % 8);
+                let ring: Vec<u32> = (inp[0]..inp[0] + 9).map(|p| p % 400).collect();
+                assert_eq!(inp, &ring[..8], "epoch {epoch}: a run of the ring");
+                assert_eq!(tgt, &ring[1..], "epoch {epoch}: targets follow");
+            }
+            inputs.extend(b.inputs);
+        }
+        assert_eq!(shift.len(), 1, "epoch {epoch}: one shift for all windows");
+        shifts.extend(shift);
+        inputs.sort();
+        assert_eq!(inputs, (0..400).collect::<Vec<_>>(), "epoch {epoch}");
+    }
+    assert!(shifts.len() > 2, "shifts vary by epoch: {shifts:?}");
+}
+
 #[test]
 fn grad_accum_and_constructor_errors() {
     assert_eq!(spec(2, 0, 3, 12).grad_accum().unwrap(), 2);

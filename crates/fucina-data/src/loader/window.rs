@@ -53,11 +53,28 @@ impl WindowReader {
         }
     }
 
-    /// Appends window `w` of `dataset` to `batch` as one row.
-    pub fn push(&mut self, dataset: &TokenDataset, w: usize, batch: &mut Batch) {
+    /// Appends window `w` of `dataset`'s `windows` to `batch` as one row, its start moved
+    /// `shift` tokens on along the ring of the tokens the windows cover (plain streams only).
+    pub fn push(
+        &mut self,
+        dataset: &TokenDataset,
+        windows: usize,
+        w: usize,
+        shift: usize,
+        batch: &mut Batch,
+    ) {
         let seq_len = self.seq_len;
-        let start = dataset.window_start(seq_len, w);
-        dataset.read(start, &mut self.window);
+        let mut start = dataset.window_start(seq_len, w);
+        if shift == 0 {
+            dataset.read(start, &mut self.window);
+        } else {
+            debug_assert!(!dataset.has_mask(), "row data is never shifted");
+            let ring = windows * seq_len;
+            start = (start + shift) % ring;
+            let first = (ring - start).min(seq_len + 1);
+            dataset.read(start, &mut self.window[..first]);
+            dataset.read(0, &mut self.window[first..]);
+        }
         batch.inputs.extend_from_slice(&self.window[..seq_len]);
         batch.targets.extend_from_slice(&self.window[1..]);
         if let Some(out) = &mut batch.mask {
