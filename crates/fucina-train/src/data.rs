@@ -39,12 +39,22 @@ pub fn load_tokenizer(spec: &str) -> Result<TextTokenizer> {
     }
 }
 
-/// Tokenises the built-in corpus once per output directory; rank 0 writes, the others wait.
-fn builtin_dataset_dir(out_dir: &Path, comm: &dyn Communicator) -> Result<PathBuf> {
-    let dir = out_dir.join("data").join(BUILTIN);
+/// Tokenises the built-in corpus (its `languages`, or all) once per output directory; rank 0
+/// writes, the others wait.
+fn builtin_dataset_dir(
+    out_dir: &Path,
+    subdir: &str,
+    languages: &[String],
+    comm: &dyn Communicator,
+) -> Result<PathBuf> {
+    let dir = out_dir.join("data").join(subdir);
     if comm.is_root() && !dir.join("meta.json").is_file() {
         let text_dir = out_dir.join("data").join("builtin-text");
-        let files = corpus::write_builtin_corpus(&text_dir)?;
+        let mut files = corpus::write_builtin_corpus(&text_dir)?;
+        files.retain(|f| {
+            let lang = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            languages.is_empty() || languages.iter().any(|l| l == lang)
+        });
         let tokenizer = builtin_tokenizer()?;
         let opts = PrepareOptions {
             val_fraction: 0.05,
@@ -84,7 +94,14 @@ fn check_tokenizer(config: &RunConfig, dir: &Path, tokenizer: &TextTokenizer) ->
 
 fn resolve_dir(dir: &str, config: &RunConfig, comm: &dyn Communicator) -> Result<PathBuf> {
     match dir {
-        BUILTIN => builtin_dataset_dir(&config.out_dir, comm),
+        // Only `data.dir` may choose languages (the config refuses them elsewhere).
+        BUILTIN if dir == config.data.dir => builtin_dataset_dir(
+            &config.out_dir,
+            &config.data.builtin_subdir(),
+            &config.data.languages,
+            comm,
+        ),
+        BUILTIN => builtin_dataset_dir(&config.out_dir, BUILTIN, &[], comm),
         other => Ok(PathBuf::from(other)),
     }
 }

@@ -115,3 +115,21 @@ fn bf16_needs_a_backend_with_bf16_tensors() {
     let err = error(GOOD, &["precision=fp8"]);
     assert!(err.contains("precision"), "{err}");
 }
+
+#[test]
+fn languages_choose_from_the_builtin_corpus_only() {
+    let config =
+        RunConfig::from_toml_str(GOOD, &["data.languages=[\"it\",\"en\"]".into()]).unwrap();
+    assert_eq!(config.data.builtin_subdir(), "builtin-en-it");
+    let all = RunConfig::from_toml_str(GOOD, &[]).unwrap();
+    assert_eq!(all.data.builtin_subdir(), "builtin");
+    let unknown = error(GOOD, &["data.languages=[\"en\",\"xx\"]"]);
+    assert!(
+        unknown.contains("\"xx\"") && unknown.contains("en, "),
+        "{unknown}"
+    );
+    let twice = error(GOOD, &["data.languages=[\"en\",\"en\"]"]);
+    assert!(twice.contains("twice"), "{twice}");
+    let own = error(GOOD, &["data.dir=\"my/data\"", "data.languages=[\"en\"]"]);
+    assert!(own.contains("data.dir = \"builtin\""), "{own}");
+}

@@ -12,6 +12,10 @@ pub struct DataConfig {
     /// Leave it out to train on `sources` (or `train_files`) instead.
     #[serde(default)]
     pub dir: String,
+    /// With `dir = "builtin"`: only these languages of the built-in corpus (its file names,
+    /// ISO 639-1 codes such as `en`); all 51 when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub languages: Vec<String>,
     /// `builtin` or a tokenizer.json; with a prepared directory, the tokenizer it was made with.
     #[serde(default = "builtin")]
     pub tokenizer: String,
@@ -63,6 +67,7 @@ impl DataConfig {
     /// Fails unless exactly one of `dir`, `sources` and `train_files` says what to train on,
     /// and the sources have positive weights and distinct names.
     pub(super) fn validate(&self) -> Result<()> {
+        self.check_languages()?;
         if self.sources.is_empty() {
             if self.dir.is_empty() && self.train_files.is_empty() {
                 bail!(
@@ -103,6 +108,46 @@ impl DataConfig {
         )
         .context("data.sources")?;
         Ok(())
+    }
+}
+
+impl DataConfig {
+    fn check_languages(&self) -> Result<()> {
+        if self.languages.is_empty() {
+            return Ok(());
+        }
+        if self.dir != "builtin" {
+            bail!(
+                "data.languages picks languages of the built-in corpus and needs data.dir = \"builtin\" \
+                 (data.dir is {:?}); for your own text, prepare the files you want",
+                self.dir
+            );
+        }
+        let known = fucina_data::corpus::builtin_languages();
+        let mut seen = std::collections::HashSet::new();
+        for code in &self.languages {
+            if !known.contains(&code.as_str()) {
+                bail!(
+                    "data.languages: the built-in corpus has no {code:?}; it has {}",
+                    known.join(", ")
+                );
+            }
+            if !seen.insert(code) {
+                bail!("data.languages names {code:?} twice");
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a run keeps the built-in corpus it trains on: one directory per choice of
+    /// languages, so that changing them never reuses tokens prepared for others.
+    pub fn builtin_subdir(&self) -> String {
+        let mut codes: Vec<&str> = self.languages.iter().map(String::as_str).collect();
+        codes.sort_unstable();
+        match codes.is_empty() {
+            true => "builtin".into(),
+            false => format!("builtin-{}", codes.join("-")),
+        }
     }
 }
 
