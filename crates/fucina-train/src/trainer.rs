@@ -30,8 +30,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The closing sample's repetition penalty (transformers' `repetition_penalty`).
-const SAMPLE_REPETITION_PENALTY: f64 = 1.2;
+/// The closing sample's repetition penalty (transformers' `repetition_penalty`): enough to
+/// stop a young model sampled cool from looping ("1.1.1."), light enough to let the words
+/// a language repeats ("de", "the") come back: on the quickstart's model, samples over 9 seeds
+/// are 86 % corpus words with 1.1, 83 % with 1.2.
+const SAMPLE_REPETITION_PENALTY: f64 = 1.1;
 
 #[derive(Debug, Clone, Default)]
 
