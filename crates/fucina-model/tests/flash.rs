@@ -1,10 +1,13 @@
 //! The flash-attention kernels on WGPU (Mesa's lavapipe in CI) against burn's composed
-//! attention (`fused::reference`) on the same backend: outputs, and the gradients of q, k and v
-//! under a weighted sum of the output; with documents packed in the rows too.
-#![cfg(feature = "wgpu")]
+//! attention (`fused::reference`) on the CPU (Flex) from the same rounded inputs: outputs, and
+//! the gradients of q, k and v under a weighted sum of the output; with documents packed in
+//! the rows too. The reference ran on WGPU until it cost most of this file's six minutes on a
+//! fresh machine, autotuning and compiling its matmuls for every shape on lavapipe.
+#![cfg(all(feature = "wgpu", feature = "flex"))]
 
-use burn::backend::{Autodiff, Wgpu};
+use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 use common::error;
 use fucina_model::documents::Documents;
@@ -13,6 +16,7 @@ use fucina_model::fused::{self, reference};
 mod common;
 
 type Ad = Autodiff<Wgpu>;
+type Cpu = Autodiff<Flex>;
 
 /// The tests take turns: run side by side on two cores, lavapipe's threads fight over them and
 /// the three that launch kernels took 471 s where one after the other they take 128 s.
@@ -35,17 +39,17 @@ fn values<B: Backend>(t: Tensor<B, 4>) -> Vec<f32> {
 }
 
 /// (output, dq, dk, dv) of `attend` on q, k, v in `dtype`, as f32.
-fn run(
-    qkv: &[Tensor<Ad, 4>; 3],
+fn run<B: AutodiffBackend>(
+    qkv: &[Tensor<B, 4>; 3],
     dtype: DType,
-    attend: impl Fn(Tensor<Ad, 4>, Tensor<Ad, 4>, Tensor<Ad, 4>) -> Tensor<Ad, 4>,
+    attend: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
 ) -> [Vec<f32>; 4] {
     let leaves = qkv.clone().map(|t| t.cast(dtype).detach().require_grad());
     let [q, k, v] = leaves.clone();
     let out = attend(q, k, v);
     let n = out.shape().num_elements();
     let w: Vec<f32> = (0..n).map(|i| (i * 31 % 17) as f32 / 17.0 - 0.5).collect();
-    let w = Tensor::<Ad, 4>::from_data(TensorData::new(w, out.dims()), &out.device());
+    let w = Tensor::<B, 4>::from_data(TensorData::new(w, out.dims()), &out.device());
     let grads = (out.clone().cast(DType::F32) * w).sum().backward();
     let [dq, dk, dv] = leaves.map(|l| values(l.grad(&grads).expect("a gradient")));
     [values(out.inner()), dq, dk, dv]
@@ -77,9 +81,16 @@ fn check_with(
         fused::flash_attention(q, k, v, docs)
             .unwrap_or_else(|_| panic!("the flash kernels take these shapes"))
     });
-    let rounded = qkv.clone().map(|t| t.cast(dtype).cast(DType::F32));
+    let cpu = Default::default();
+    let rounded = qkv
+        .clone()
+        .map(|t| Tensor::<Cpu, 4>::from_data(t.cast(dtype).cast(DType::F32).into_data(), &cpu));
+    let cpu_docs = docs.map(|d| {
+        let (rows, seq) = d.shape();
+        Documents::<Cpu>::new(d.starts().to_vec(), rows, seq, &cpu).expect("the same starts")
+    });
     let want = run(&rounded, DType::F32, |q, k, v| {
-        reference::attention(q, k, v, docs)
+        reference::attention(q, k, v, cpu_docs.as_ref())
     });
     for (name, (got, want)) in ["out", "dq", "dk", "dv"]
         .iter()
