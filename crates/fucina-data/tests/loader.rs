@@ -157,21 +157,19 @@ fn step_contents_do_not_depend_on_world_size() {
     }
 }
 
+/// One rank reading 5 windows of 8 tokens a step.
+fn five_a_step(ds: Arc<TokenDataset>) -> Loader {
+    let spec = BatchSpec {
+        seed: 9,
+        ..spec(1, 0, 5, 5)
+    };
+    Loader::new(ds, spec).unwrap()
+}
+
 #[test]
 fn each_epoch_visits_every_window_once() {
     let (_d, ds) = positional_dataset(8 * 50 + 1);
-    let loader = Loader::new(
-        ds,
-        BatchSpec {
-            seq_len: 8,
-            global_batch_seqs: 5,
-            micro_batch: 5,
-            world_size: 1,
-            rank: 0,
-            seed: 9,
-        },
-    )
-    .unwrap();
+    let loader = five_a_step(ds);
     assert_eq!(loader.windows(), 50);
     let epoch = |e: u64| -> Vec<u32> {
         (e * 10..e * 10 + 10)
@@ -202,18 +200,7 @@ fn each_epoch_visits_every_window_once() {
 #[test]
 fn later_epochs_shift_their_windows_around_the_ring() {
     let (_d, ds) = positional_dataset(8 * 50 + 3);
-    let loader = Loader::new(
-        ds,
-        BatchSpec {
-            seq_len: 8,
-            global_batch_seqs: 5,
-            micro_batch: 5,
-            world_size: 1,
-            rank: 0,
-            seed: 9,
-        },
-    )
-    .unwrap();
+    let loader = five_a_step(ds);
     let mut shifts = HashSet::new();
     for epoch in 1..11u64 {
         let mut inputs = vec![];
