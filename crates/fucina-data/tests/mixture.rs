@@ -121,25 +121,29 @@ fn each_source_visits_its_windows_once_per_epoch() {
         .map(|(s, (&n, w))| (source(tmp.path(), s as u32, n), w))
         .collect();
     let loader = mixture(&sources, spec(1, 0, 6, 12));
+    // (window, offset of its start from a multiple of seq_len) of each sample, per source.
     let mut seen = vec![vec![]; sizes.len()];
     for step in 0..400 {
         for m in 0..loader.grad_accum() {
             for row in loader.micro_batch(step, m).inputs.chunks(SEQ) {
                 let (s, p) = ((row[0] / BASE) as usize, row[0] % BASE);
-                assert_eq!(p as usize % SEQ, 0, "windows start at multiples of seq_len");
-                seen[s].push(p / SEQ as u32);
+                seen[s].push((p / SEQ as u32, p % SEQ as u32));
             }
         }
     }
-    for (s, (windows, &n)) in seen.iter().zip(&sizes).enumerate() {
-        let epochs: Vec<&[u32]> = windows.chunks_exact(n).collect();
+    for (s, (samples, &n)) in seen.iter().zip(&sizes).enumerate() {
+        let epochs: Vec<&[(u32, u32)]> = samples.chunks_exact(n).collect();
         assert!(
             epochs.len() >= 20,
             "source {s}: only {} epochs",
             epochs.len()
         );
         for (e, epoch) in epochs.iter().enumerate() {
-            let mut sorted = epoch.to_vec();
+            // An epoch moves all its windows by one amount; the first moves none.
+            let offsets: std::collections::BTreeSet<u32> = epoch.iter().map(|w| w.1).collect();
+            assert_eq!(offsets.len(), 1, "source {s} epoch {e}: {offsets:?}");
+            assert_eq!(e == 0, offsets.contains(&0), "source {s} epoch {e}");
+            let mut sorted: Vec<u32> = epoch.iter().map(|w| w.0).collect();
             sorted.sort();
             assert_eq!(
                 sorted,
