@@ -36,6 +36,7 @@ pub mod rss;
 pub mod saver;
 mod staged_grads;
 pub mod stages;
+mod start;
 pub mod stop;
 pub mod tensorboard;
 pub mod threads;
