@@ -309,7 +309,7 @@ impl Loader {
         for i in first..first + micro_batch {
             let (s, w, shift) = self.place(step, i);
             let source = &self.sources[s];
-            reader.push(
+            reader.push_shifted(
                 &source.dataset,
                 source.windows as usize,
                 w as usize,

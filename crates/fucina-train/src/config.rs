@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 mod data;
-pub use data::{DataConfig, SourceConfig};
+pub use data::{builtin_subdir, DataConfig, SourceConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

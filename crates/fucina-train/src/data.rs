@@ -1,6 +1,6 @@
 //! Resolves a run's `[data]` section to a tokenizer and token datasets.
 
-use crate::config::RunConfig;
+use crate::config::{builtin_subdir, RunConfig};
 use anyhow::{bail, Context, Result};
 use fucina_data::{corpus, prepare, PrepareMeta, PrepareOptions, TextTokenizer, TokenDataset};
 use fucina_dist::Communicator;
@@ -43,11 +43,10 @@ pub fn load_tokenizer(spec: &str) -> Result<TextTokenizer> {
 /// writes, the others wait.
 fn builtin_dataset_dir(
     out_dir: &Path,
-    subdir: &str,
     languages: &[String],
     comm: &dyn Communicator,
 ) -> Result<PathBuf> {
-    let dir = out_dir.join("data").join(subdir);
+    let dir = out_dir.join("data").join(builtin_subdir(languages));
     if comm.is_root() && !dir.join("meta.json").is_file() {
         let text_dir = out_dir.join("data").join("builtin-text");
         let mut files = corpus::write_builtin_corpus(&text_dir)?;
@@ -92,16 +91,16 @@ fn check_tokenizer(config: &RunConfig, dir: &Path, tokenizer: &TextTokenizer) ->
     Ok(())
 }
 
-fn resolve_dir(dir: &str, config: &RunConfig, comm: &dyn Communicator) -> Result<PathBuf> {
+/// `dir`, or for `builtin` the run's tokenised copy of the built-in corpus (`languages` of it,
+/// or all).
+fn resolve_dir(
+    dir: &str,
+    languages: &[String],
+    config: &RunConfig,
+    comm: &dyn Communicator,
+) -> Result<PathBuf> {
     match dir {
-        // Only `data.dir` may choose languages (the config refuses them elsewhere).
-        BUILTIN if dir == config.data.dir => builtin_dataset_dir(
-            &config.out_dir,
-            &config.data.builtin_subdir(),
-            &config.data.languages,
-            comm,
-        ),
-        BUILTIN => builtin_dataset_dir(&config.out_dir, BUILTIN, &[], comm),
+        BUILTIN => builtin_dataset_dir(&config.out_dir, languages, comm),
         other => Ok(PathBuf::from(other)),
     }
 }
@@ -126,7 +125,8 @@ pub fn load(config: &RunConfig, comm: &dyn Communicator) -> Result<RunData> {
         let mut sources = Vec::with_capacity(data.sources.len());
         for (i, source) in data.sources.iter().enumerate() {
             let at = || format!("data.sources[{i}] (dir = {:?})", source.dir);
-            let dir = resolve_dir(&source.dir, config, comm)?;
+            // Only `data.dir` chooses languages; the config refuses them beside sources.
+            let dir = resolve_dir(&source.dir, &[], config, comm)?;
             if !dir.is_dir() {
                 bail!(
                     "{}: {} is not a directory; give a `fucina prepare` output directory or \"builtin\"",
@@ -178,7 +178,7 @@ fn single_source(
     let data = &config.data;
     let dir = match data.dir.as_str() {
         "" => None,
-        other => Some(resolve_dir(other, config, comm)?),
+        other => Some(resolve_dir(other, &data.languages, config, comm)?),
     };
     if let Some(dir) = &dir {
         check_tokenizer(config, dir, tokenizer)?;

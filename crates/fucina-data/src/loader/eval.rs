@@ -54,7 +54,7 @@ pub fn sequential_batch_with_document_mask(
     let mut reader = WindowReader::new(seq_len, eos_id);
     let mut out = reader.empty_batch(std::iter::once(dataset), windows.len());
     for w in windows {
-        reader.push(dataset, 0, w, 0, &mut out);
+        reader.push(dataset, w, &mut out);
     }
     out
 }

@@ -53,9 +53,15 @@ impl WindowReader {
         }
     }
 
+    /// Appends window `w` of `dataset` to `batch` as one row.
+    pub fn push(&mut self, dataset: &TokenDataset, w: usize, batch: &mut Batch) {
+        self.push_shifted(dataset, 0, w, 0, batch);
+    }
+
     /// Appends window `w` of `dataset`'s `windows` to `batch` as one row, its start moved
-    /// `shift` tokens on along the ring of the tokens the windows cover (plain streams only).
-    pub fn push(
+    /// `shift` tokens on along the ring of the tokens the windows cover (plain streams only;
+    /// `windows` is read only when `shift` is not 0).
+    pub fn push_shifted(
         &mut self,
         dataset: &TokenDataset,
         windows: usize,

@@ -107,6 +107,7 @@ pub fn flash_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("FUCINA_FLASH").map_or(true, |v| v.trim() != "0"))
 }
 
+#[cfg(feature = "cube")]
 type Qkv<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
 
 /// `attention` by the flash kernels (`flash`) when `B` is a cubecl backend of this binary and

@@ -109,9 +109,7 @@ impl DataConfig {
         .context("data.sources")?;
         Ok(())
     }
-}
 
-impl DataConfig {
     fn check_languages(&self) -> Result<()> {
         if self.languages.is_empty() {
             return Ok(());
@@ -142,12 +140,17 @@ impl DataConfig {
     /// Where a run keeps the built-in corpus it trains on: one directory per choice of
     /// languages, so that changing them never reuses tokens prepared for others.
     pub fn builtin_subdir(&self) -> String {
-        let mut codes: Vec<&str> = self.languages.iter().map(String::as_str).collect();
-        codes.sort_unstable();
-        match codes.is_empty() {
-            true => "builtin".into(),
-            false => format!("builtin-{}", codes.join("-")),
-        }
+        builtin_subdir(&self.languages)
+    }
+}
+
+/// `builtin` for the whole built-in corpus, `builtin-<codes, sorted>` for some of its languages.
+pub fn builtin_subdir(languages: &[String]) -> String {
+    let mut codes: Vec<&str> = languages.iter().map(String::as_str).collect();
+    codes.sort_unstable();
+    match codes.is_empty() {
+        true => "builtin".into(),
+        false => format!("builtin-{}", codes.join("-")),
     }
 }
 
